@@ -1,0 +1,258 @@
+"""Reports how the patched torchrl's ReplayBuffer(compile=...) compiles, case by case.
+
+For each supported case it counts, with a counting backend, the graphs compiled
+for ``extend`` and ``sample`` over calls that fill and wrap the buffer, the graph
+breaks and recompilations, checks that the buffer traces within a user's
+``torch.compile(step, fullgraph=True)``, and times eager against compiled calls.
+
+usage: python scripts/compile_report.py [--markdown FILE] [--calls N]
+                                        [--timing-backend NAME | --no-timing]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch._dynamo
+from tensordict import TensorDict
+from torch._dynamo.utils import counters
+from torchrl.data import (
+    LazyMemmapStorage,
+    LazyTensorStorage,
+    ReplayBuffer,
+    TensorDictReplayBuffer,
+    TensorStorage,
+)
+from torchrl.data.replay_buffers.writers import (
+    RoundRobinWriter,
+    TensorDictRoundRobinWriter,
+)
+
+MAX_SIZE = 1000
+BATCH = 300  # does not divide MAX_SIZE: the cursor wraps at a new place each lap
+SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class Case:
+    storage: type
+    writer: type
+    datatype: str
+    buffer: type = ReplayBuffer
+
+    @property
+    def name(self):
+        buffer = "" if self.buffer is ReplayBuffer else f"{self.buffer.__name__}-"
+        return (
+            f"{buffer}{self.storage.__name__}-{self.writer.__name__}"
+            f"-RandomSampler-{self.datatype}"
+        )
+
+
+CASES = [
+    Case(LazyTensorStorage, RoundRobinWriter, "tensor"),
+    Case(LazyTensorStorage, RoundRobinWriter, "tensordict"),
+    Case(LazyTensorStorage, RoundRobinWriter, "pytree"),
+    Case(LazyMemmapStorage, RoundRobinWriter, "tensordict"),
+    Case(TensorStorage, RoundRobinWriter, "tensordict"),
+    Case(
+        LazyTensorStorage,
+        TensorDictRoundRobinWriter,
+        "tensordict",
+        TensorDictReplayBuffer,
+    ),
+]
+
+
+def make_batch(datatype, size, step):
+    obs = torch.full((size, 4), float(step)) + torch.arange(size)[:, None]
+    if datatype == "tensor":
+        return obs
+    data = {
+        "obs": obs,
+        "action": torch.arange(size) % 2,
+        "next": {
+            "obs": obs + 1,
+            "reward": obs[:, :1].clone(),
+            "done": torch.arange(size)[:, None] % 7 == 0,
+        },
+    }
+    if datatype == "pytree":
+        return data
+    return TensorDict(data, [size])
+
+
+def make_buffer(case, compile):
+    if case.storage is TensorStorage:
+        storage = TensorStorage(make_batch(case.datatype, MAX_SIZE, 0).zero_())
+    elif case.storage is LazyMemmapStorage:
+        storage = LazyMemmapStorage(MAX_SIZE, scratch_dir=tempfile.mkdtemp())
+    else:
+        storage = case.storage(MAX_SIZE)
+    return case.buffer(
+        storage=storage, writer=case.writer(), batch_size=SAMPLE, compile=compile
+    )
+
+
+class GraphCounter:
+    """A backend that counts the graphs it is given and runs them eagerly."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return gm.forward
+
+
+def count_graphs(case, calls):
+    torch._dynamo.reset()
+    counters.clear()
+    counter = GraphCounter()
+    rb = make_buffer(case, {"backend": counter})
+    rb.extend(make_batch(case.datatype, BATCH, 0))
+    rb.sample()  # the first write and the first sample run eagerly
+    for step in range(calls):
+        rb.extend(make_batch(case.datatype, BATCH, step + 1))
+    extend_graphs = counter.graphs
+    for _ in range(calls):
+        rb.sample()
+    sample_graphs = counter.graphs - extend_graphs
+    breaks = sum(counters["graph_break"].values())
+    return extend_graphs, sample_graphs, breaks
+
+
+def fullgraph_step(case, calls):
+    torch._dynamo.reset()
+    counter = GraphCounter()
+    rb = make_buffer(case, True)
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        return rb.sample()
+
+    try:
+        for i in range(calls):
+            step(make_batch(case.datatype, BATCH, i))
+    except Exception as err:  # reported, not raised: the report covers every case
+        reason = str(err).strip().splitlines()[0][:60] if str(err).strip() else ""
+        return f"no ({type(err).__name__}: {reason})"
+    return f"yes ({counter.graphs} graph{'s' if counter.graphs > 1 else ''})"
+
+
+def time_calls(fn, repeat=7, number=20):
+    # median over `repeat` runs of the mean time of `number` calls, in microseconds
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        runs.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(runs)
+
+
+def timings(case, backend):
+    torch._dynamo.reset()
+    out = {}
+    batches = [make_batch(case.datatype, BATCH, i) for i in range(8)]
+    for label, compile in (("eager", False), ("compiled", {"backend": backend})):
+        rb = make_buffer(case, compile)
+        for batch in batches:  # warm up and compile
+            rb.extend(batch)
+            rb.sample()
+        cycle = iter(batches * 1000)
+        out[f"{label} extend"] = time_calls(lambda: rb.extend(next(cycle)))
+        out[f"{label} sample"] = time_calls(rb.sample)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", help="also write the report to this file")
+    parser.add_argument("--calls", type=int, default=20, help="calls per check")
+    parser.add_argument("--timing-backend", default="inductor")
+    parser.add_argument("--no-timing", action="store_true")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    header = [
+        "case",
+        "extend graphs",
+        "sample graphs",
+        "recompiles",
+        "graph breaks",
+        "fullgraph step",
+    ]
+    if not args.no_timing:
+        header += [
+            "extend µs eager",
+            "extend µs compiled",
+            "sample µs eager",
+            "sample µs compiled",
+        ]
+    rows = []
+    for i, case in enumerate(CASES, 1):
+        print(f"[{i}/{len(CASES)}] {case.name}", file=sys.stderr, flush=True)
+        extend_graphs, sample_graphs, breaks = count_graphs(case, args.calls)
+        recompiles = max(extend_graphs - 1, 0) + max(sample_graphs - 1, 0)
+        row = [
+            case.name,
+            str(extend_graphs),
+            str(sample_graphs),
+            str(recompiles),
+            str(breaks),
+            fullgraph_step(case, args.calls),
+        ]
+        if not args.no_timing:
+            t = timings(case, args.timing_backend)
+            row += [
+                f"{t[k]:.0f}"
+                for k in (
+                    "eager extend",
+                    "compiled extend",
+                    "eager sample",
+                    "compiled sample",
+                )
+            ]
+        rows.append(row)
+
+    notes = [
+        f"{args.calls} calls each of extend (batches of {BATCH} into a capacity of "
+        f"{MAX_SIZE}) and of sample ({SAMPLE} items); the first extend and the "
+        "first sample run eagerly. Graphs are counted with a counting backend: a "
+        "graph break or a recompilation shows as an extra graph.",
+        "fullgraph step: the buffer, built empty, within the user's "
+        "torch.compile(step, fullgraph=True) calling extend then sample; its "
+        "first call initializes the storage, so 2 graphs are expected.",
+    ]
+    if not args.no_timing:
+        notes.append(
+            f"Times: median µs per call, eager against compiled with "
+            f"backend={args.timing_backend!r}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; one noisy machine, compare ratios."
+        )
+    widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    for note in notes:
+        print(f"- {note}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("| " + " | ".join(header) + " |\n")
+            f.write("|" + "---|" * len(header) + "\n")
+            for row in rows:
+                f.write("| " + " | ".join(row) + " |\n")
+            f.write("\n" + "\n".join(f"- {note}" for note in notes) + "\n")
+        print(f"written to {args.markdown}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""ReplayBuffer(compile=...): extend and sample compile once, with no graph break."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from conftest import assert_same_buffer, GraphCounter, leaves, make_batch
+from packaging import version
+from torchrl.data import (
+    LazyMemmapStorage,
+    LazyTensorStorage,
+    ListStorage,
+    ReplayBuffer,
+    TensorDictReplayBuffer,
+    TensorStorage,
+)
+from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
+from torchrl.data.replay_buffers.writers import (
+    RoundRobinWriter,
+    TensorDictMaxValueWriter,
+    TensorDictRoundRobinWriter,
+)
+
+TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
+MAX_SIZE = 100
+BATCH = 30  # does not divide MAX_SIZE: the cursor wraps at a new place each lap
+CALLS = 20
+
+CASES = [
+    # buffer, storage, writer, datatype
+    (ReplayBuffer, LazyTensorStorage, RoundRobinWriter, "tensor"),
+    (ReplayBuffer, LazyTensorStorage, RoundRobinWriter, "tensordict"),
+    (ReplayBuffer, LazyTensorStorage, RoundRobinWriter, "pytree"),
+    (ReplayBuffer, LazyMemmapStorage, RoundRobinWriter, "tensordict"),
+    (ReplayBuffer, TensorStorage, RoundRobinWriter, "tensordict"),
+    (ReplayBuffer, TensorStorage, RoundRobinWriter, "pytree"),
+    (
+        TensorDictReplayBuffer,
+        LazyTensorStorage,
+        TensorDictRoundRobinWriter,
+        "tensordict",
+    ),
+]
+
+
+def case_id(case):
+    buffer, storage, writer, datatype = case
+    prefix = "" if buffer is ReplayBuffer else f"{buffer.__name__}-"
+    return f"{prefix}{storage.__name__}-{writer.__name__}-RandomSampler-{datatype}"
+
+
+def make_storage(storage_type, datatype, tmp_path):
+    if storage_type is LazyMemmapStorage:
+        return LazyMemmapStorage(MAX_SIZE, scratch_dir=tmp_path)
+    if storage_type is TensorStorage:
+        # preallocated with the layout of the batches
+        template = make_batch(datatype, MAX_SIZE, 0)
+        if datatype == "pytree":
+            return TensorStorage(
+                torch.utils._pytree.tree_map(torch.zeros_like, template)
+            )
+        return TensorStorage(template.zero_())
+    return storage_type(MAX_SIZE)
+
+
+def make_pair(case, tmp_path, compile):
+    """A buffer compiled as asked, and the same buffer in eager mode."""
+    buffer, storage, writer, datatype = case
+    rb = buffer(
+        storage=make_storage(storage, datatype, tmp_path / "compiled"),
+        writer=writer(),
+        batch_size=16,
+        compile=compile,
+    )
+    rb_eager = buffer(
+        storage=make_storage(storage, datatype, tmp_path / "eager"),
+        writer=writer(),
+        batch_size=16,
+    )
+    return rb, rb_eager
+
+
+def skip_unsupported(case):
+    if case[1] is LazyMemmapStorage and not TORCH_2_6:
+        pytest.skip("torch<2.6 does not trace MemoryMappedTensor.__setitem__")
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_extend_recompile(case, tmp_path):
+    skip_unsupported(case)
+    counter = GraphCounter()
+    rb, rb_eager = make_pair(case, tmp_path, {"backend": counter})
+    datatype = case[3]
+    for step in range(CALLS):
+        index = rb.extend(make_batch(datatype, BATCH, step))
+        index_eager = rb_eager.extend(make_batch(datatype, BATCH, step))
+        assert (index == index_eager).all()
+        # the first write runs eagerly, every later one in the one graph
+        assert counter.graphs == (step > 0)
+    assert_same_buffer(rb, rb_eager)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_sample_recompile(case, tmp_path):
+    skip_unsupported(case)
+    counter = GraphCounter()
+    rb, _ = make_pair(case, tmp_path, {"backend": counter})
+    datatype = case[3]
+    rb.extend(make_batch(datatype, BATCH, 0))
+    rb.sample()
+    assert counter.graphs == 0  # the first write and the first sample run eagerly
+    for step in range(CALLS):
+        rb.extend(make_batch(datatype, BATCH, step + 1))
+        sample, info = rb.sample(return_info=True)
+        index = info["index"]
+        assert index.shape == (16,)
+        assert ((index >= 0) & (index < len(rb))).all()
+        expected = rb[index]
+        if isinstance(rb, TensorDictReplayBuffer):
+            assert (sample["index"] == index).all()
+            sample, expected = sample.exclude("index"), expected.exclude("index")
+        for x, y in zip(leaves(sample), leaves(expected)):
+            assert (x == y).all()
+    assert counter.graphs == 2
+
+
+def test_sample_uniform():
+    # compiled sampling draws every stored item, and only stored items
+    rb = ReplayBuffer(
+        storage=LazyTensorStorage(MAX_SIZE), compile={"backend": GraphCounter()}
+    )
+    rb.extend(torch.arange(37.0))
+    counts = torch.zeros(MAX_SIZE)
+    for _ in range(200):
+        counts += torch.bincount(rb.sample(64).long(), minlength=MAX_SIZE)
+    assert (counts[:37] > 0).all() and (counts[37:] == 0).all()
+    # 12800 draws over 37 items: each count is within 6 sigmas of 346
+    expected = 200 * 64 / 37
+    assert ((counts[:37] - expected).abs() < 6 * expected**0.5).all()
+
+
+@pytest.mark.parametrize("datatype", ["tensor", "tensordict", "pytree"])
+def test_compiled_step_fullgraph(datatype):
+    # the buffer, built empty, traced within the user's own fullgraph compile
+    counter = GraphCounter()
+    rb = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE), compile=True)
+    rb_eager = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE))
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        return rb.sample(16)
+
+    graphs = []
+    for i in range(CALLS):
+        sample = step(make_batch(datatype, BATCH, i))
+        rb_eager.extend(make_batch(datatype, BATCH, i))
+        assert leaves(sample)[0].shape[0] == 16
+        graphs.append(counter.graphs)
+    # the first call initializes the storage: one recompilation, then none
+    assert graphs[1] <= 2 and graphs[-1] == graphs[1]
+    assert_same_buffer(rb, rb_eager)
+
+
+@pytest.mark.skipif(
+    not TORCH_2_6, reason="torch<2.6 breaks tensordict's graph with dynamic shapes"
+)
+def test_extend_dynamic_batch_size():
+    # a collector's last, shorter batch: one more compilation, with dynamic shapes
+    counter = GraphCounter()
+    rb = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE), compile={"backend": counter})
+    rb_eager = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE))
+    # sizes 0 and 1 are specialized by dynamo: a batch of 1 compiles a graph of its own
+    for step, size in enumerate([30, 30, 17, 30, 23, 5, 30, 11, 30, 29, 2]):
+        rb.extend(make_batch("tensordict", size, step))
+        rb_eager.extend(make_batch("tensordict", size, step))
+    assert counter.graphs == 2
+    assert_same_buffer(rb, rb_eager)
+
+
+def test_inductor():
+    # the default backend, on the reference case: it compiles, and agrees with eager
+    rb = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE), batch_size=16, compile=True)
+    rb_eager = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE))
+    for step in range(6):
+        rb.extend(make_batch("tensordict", BATCH, step))
+        rb_eager.extend(make_batch("tensordict", BATCH, step))
+        sample, info = rb.sample(return_info=True)
+        for x, y in zip(leaves(sample), leaves(rb[info["index"]])):
+            assert (x == y).all()
+    assert_same_buffer(rb, rb_eager)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        [{"storage": ListStorage(10)}, "storage=ListStorage"],
+        [{"storage": LazyTensorStorage(10, ndim=2)}, r"ndim=2"],
+        [
+            {"storage": LazyTensorStorage(10), "writer": TensorDictMaxValueWriter()},
+            "writer=TensorDictMaxValueWriter",
+        ],
+        [
+            {"storage": LazyTensorStorage(10), "sampler": SamplerWithoutReplacement()},
+            "sampler=SamplerWithoutReplacement",
+        ],
+        [
+            {"storage": LazyTensorStorage(10), "prefetch": 2, "batch_size": 2},
+            "prefetch",
+        ],
+    ],
+    ids=["ListStorage", "ndim2", "MaxValueWriter", "WithoutReplacement", "prefetch"],
+)
+def test_refuses_unsupported(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ReplayBuffer(compile=True, **kwargs)
+
+
+def test_sample_empty():
+    rb = ReplayBuffer(storage=LazyTensorStorage(10), batch_size=2, compile=True)
+    with pytest.raises(RuntimeError, match="empty storage"):
+        rb.sample()
+    rb.extend(torch.ones(3, 2))
+    rb.empty()
+    with pytest.raises(RuntimeError, match="empty storage"):
+        rb.sample()
+
+
+def test_checkpoint_round_trip():
+    # state_dict keeps plain integers; loading and unpickling keep the compile mode
+    counter = GraphCounter()
+    rb = ReplayBuffer(storage=LazyTensorStorage(10), compile={"backend": counter})
+    rb.extend(torch.arange(13.0))
+    state_dict = rb.state_dict()
+    assert state_dict["_storage"]["_len"] == 10
+    assert state_dict["_writer"] == {"_cursor": 3}
+    rb_load = ReplayBuffer(storage=LazyTensorStorage(10), compile={"backend": counter})
+    rb_load.load_state_dict(state_dict)
+    assert len(rb_load) == 10 and rb_load._writer._cursor == 3
+    assert (rb_load[:] == rb[:]).all()
+    rb_copy = pickle.loads(pickle.dumps(rb))
+    assert rb_copy._compiled_write is not None
+    assert len(rb_copy) == 10 and rb_copy._writer._cursor == 3
+    rb_copy.extend(torch.arange(2.0))
+    assert rb_copy._writer._cursor == 5 and rb._writer._cursor == 3

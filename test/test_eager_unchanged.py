@@ -1,0 +1,66 @@
+"""Without compile, the buffer behaves as at torchrl v0.6.0: shared counters, locks, checkpoints."""
+from __future__ import annotations
+
+import json
+import multiprocessing.synchronize
+import pickle
+from multiprocessing.sharedctypes import Synchronized
+
+import torch
+from conftest import make_batch
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
+
+
+def test_counters_stay_shared_values():
+    rb = ReplayBuffer(storage=LazyTensorStorage(10))
+    rb.extend(torch.ones(4, 2))
+    assert rb._compiled_write is None and rb._compiled_read is None
+    assert isinstance(rb._storage._len_value, Synchronized)
+    assert isinstance(rb._writer._cursor_value, Synchronized)
+    assert isinstance(rb._writer._write_count_value, Synchronized)
+    assert type(rb._replay_lock).__name__ == "RLock"
+    rb.share()
+    assert isinstance(rb._write_lock, multiprocessing.synchronize.Lock)
+
+
+def test_checkpoint_format(tmp_path):
+    rb = ReplayBuffer(storage=LazyMemmapStorage(10, scratch_dir=tmp_path / "s"))
+    rb.extend(make_batch("tensordict", 13, 0))
+    state_dict = rb.state_dict()
+    assert state_dict["_storage"]["_len"] == 10
+    assert state_dict["_writer"] == {"_cursor": 3}
+    rb.dumps(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "writer" / "metadata.json").read_text()) == {
+        "cursor": 3
+    }
+    rb_load = ReplayBuffer(storage=LazyMemmapStorage(10, scratch_dir=tmp_path / "l"))
+    rb_load.loads(tmp_path / "ckpt")
+    assert len(rb_load) == 10 and rb_load._writer._cursor == 3
+    assert (rb_load[:]["obs"] == rb[:]["obs"]).all()
+
+
+def test_pickle_keeps_eager_mode():
+    # a storage pickles its length as an int and unpickles it as a shared value
+    storage = LazyTensorStorage(10)
+    storage.set(torch.arange(4), torch.ones(4, 2))
+    storage = pickle.loads(pickle.dumps(storage))
+    assert isinstance(storage._len_value, Synchronized)
+    assert len(storage) == 4 and not storage._compilable
+    assert (storage.get(torch.arange(4)) == 1).all()
+
+
+def _extend_in_child(rb, value):
+    rb.extend(torch.full((5, 2), value))
+
+
+def test_shared_memmap_buffer_across_processes(tmp_path):
+    # as collectors do: a child process writes, the parent sees rows, length and cursor
+    rb = ReplayBuffer(storage=LazyMemmapStorage(20, scratch_dir=tmp_path))
+    rb.extend(torch.zeros(5, 2))
+    ctx = torch.multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_extend_in_child, args=(rb, 7.0))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert len(rb) == 10 and rb._writer._cursor == 10
+    assert (rb[5:10] == 7).all() and (rb[:5] == 0).all()

@@ -1,0 +1,198 @@
+"""The project's own files: the patch series, scripts/fork.sh and the compile report."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+PATCHES = ROOT / "patches"
+SERIES = [
+    line.strip()
+    for line in (PATCHES / "series").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+TITLE = re.compile(
+    r"^Subject: \[PATCH(?: \d+/\d+)?\] \[(BugFix|Feature|Performance|Test|Refactor|Doc)\] \S"
+)
+STATUS = re.compile(
+    r"^Upstream-Status: (Pending|Accepted|Submitted \[\S+\]|Inappropriate \[.+\])$",
+    re.M,
+)
+
+
+def run_fork(*args, cwd=ROOT):
+    # a checkout named in the environment would change the base these tests ask for
+    env = {k: v for k, v in os.environ.items() if k != "TORCHRL_CHECKOUT"}
+    return subprocess.run(
+        ["bash", str(cwd / "scripts" / "fork.sh"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
+
+
+def test_series_lists_every_patch():
+    assert SERIES, "patches/series lists no patch"
+    assert sorted(p.name for p in PATCHES.glob("*.patch")) == sorted(SERIES)
+    assert SERIES == sorted(SERIES), "the series is applied in the order of its numbers"
+
+
+@pytest.mark.parametrize("patch", SERIES)
+def test_patch_message(patch):
+    text = (PATCHES / patch).read_text()
+    header, _, diff = text.partition("\n---\n")
+    subject = next(line for line in header.splitlines() if line.startswith("Subject:"))
+    assert TITLE.match(subject), f"{patch}: title not in torchrl style: {subject}"
+    body = header.split("\n\n", 1)[1]
+    assert len(body.split()) >= 30, f"{patch}: the body should say why"
+    assert STATUS.search(body), f"{patch}: no Upstream-Status trailer"
+    paths = re.findall(r"^diff --git a/(\S+) ", diff, re.M)
+    assert paths and all(p.startswith(("torchrl/", "test/")) for p in paths), paths
+
+
+def make_repo(path, content="x = 1\n"):
+    path.mkdir()
+    (path / "a.py").write_text(content)
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "a.py"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c"],
+    ):
+        subprocess.run(cmd, cwd=path, check=True)
+    return path
+
+
+def test_fork_refuses_wrong_version(tmp_path):
+    repo = make_repo(tmp_path / "rl")
+    result = run_fork("--checkout", str(repo), "--no-report")
+    assert result.returncode == 1
+    assert "not at v0.6.0" in result.stderr
+
+
+def test_fork_refuses_dirty_checkout(tmp_path):
+    repo = make_repo(tmp_path / "rl")
+    (repo / "a.py").write_text("x = 2\n")
+    result = run_fork("--checkout", str(repo), "--no-report")
+    assert result.returncode == 1
+    assert "uncommitted changes" in result.stderr
+    assert (repo / "a.py").read_text() == "x = 2\n"  # left as found
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        [["--torch", "1.0"], "torch 1.0 is not supported"],
+        [["--base", "ftp"], "--base takes checkout, clone or wheel"],
+        [["--base", "checkout"], "--base checkout needs --checkout"],
+        [["--frobnicate"], "unknown argument"],
+    ],
+)
+def test_fork_refuses_bad_arguments(args, message):
+    result = run_fork(*args, "--no-report")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_fork_bad_patch_leaves_nothing(tmp_path):
+    # a patch that does not apply: named with its file, and no build is left behind
+    project = tmp_path / "project"
+    for part in ("scripts", "patches", "ci"):
+        shutil.copytree(ROOT / part, project / part)
+    patch = project / "patches" / SERIES[1]
+    text = patch.read_text()
+    start = text.index("\ndiff --git ")
+    context = re.compile(r"^ \s+\S.*$", re.M).search(text, start).group(0)
+    patch.write_text(
+        text[:start] + text[start:].replace(context, " # not at v0.6.0", 1)
+    )
+    target = re.search(r"^diff --git a/(\S+) ", text, re.M).group(1)
+    result = run_fork("--base", "wheel", "--no-report", cwd=project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"patch {SERIES[1][:4]}" in result.stderr
+    assert target in result.stderr
+    build = project / "build"
+    assert not build.exists() or not any(build.iterdir())
+
+
+def test_fork_rerun_reuses_the_build():
+    if not (ROOT / "build" / "torchrl" / ".git" / "rb-compile-fingerprint").exists():
+        pytest.skip("no fork built yet: run scripts/fork.sh")
+    head = subprocess.run(
+        ["git", "-C", str(ROOT / "build" / "torchrl"), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = run_fork("--no-report")
+    assert result.returncode == 0, result.stderr
+    assert "build/torchrl is up to date" in result.stdout
+    assert "installing" not in result.stdout and "building" not in result.stdout
+    after = subprocess.run(
+        ["git", "-C", str(ROOT / "build" / "torchrl"), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert after == head
+
+
+def test_fork_commits_one_per_patch():
+    fork = ROOT / "build" / "torchrl"
+    if not (fork / ".git").exists():
+        pytest.skip("no fork built yet: run scripts/fork.sh")
+    subjects = subprocess.run(
+        ["git", "-C", str(fork), "log", "--reverse", "--format=%s", "v0.6.0..HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    expected = []
+    for patch in SERIES:
+        header = (PATCHES / patch).read_text().partition("\n---\n")[0]
+        subject = re.search(r"^Subject: \[PATCH[^\]]*\] (.*(?:\n .*)*)", header, re.M)
+        expected.append(" ".join(subject.group(1).split()))
+    assert subjects == expected
+
+
+def test_compile_report(tmp_path):
+    markdown = tmp_path / "report.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "compile_report.py"),
+            "--no-timing",
+            "--calls",
+            "5",
+            "--markdown",
+            str(markdown),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = markdown.read_text().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        for line in lines[2:]
+        if line.startswith("| ")
+    ]
+    names = [row["case"] for row in rows]
+    assert "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict" in names
+    for row in rows:
+        assert row["extend graphs"] == "1", row
+        assert row["sample graphs"] == "1", row
+        assert row["recompiles"] == "0" and row["graph breaks"] == "0", row
+    for datatype in ("tensor", "tensordict", "pytree"):
+        row = rows[
+            names.index(f"LazyTensorStorage-RoundRobinWriter-RandomSampler-{datatype}")
+        ]
+        assert row["fullgraph step"].startswith("yes"), row
