@@ -168,7 +168,9 @@ def timings(case, backend):
             rb.extend(batch)
             rb.sample()
         cycle = iter(batches * 1000)
-        out[f"{label} extend"] = time_calls(lambda: rb.extend(next(cycle)))
+        out[f"{label} extend"] = time_calls(
+            lambda rb=rb, cycle=cycle: rb.extend(next(cycle))
+        )
         out[f"{label} sample"] = time_calls(rb.sample)
     return out
 
