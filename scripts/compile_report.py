@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 import torch._dynamo
-from tensordict import TensorDict
+
+from rb_compile_cases import GraphCounter, make_batch
 from torch._dynamo.utils import counters
 from torchrl.data import (
     LazyMemmapStorage,
@@ -70,24 +71,6 @@ CASES = [
 ]
 
 
-def make_batch(datatype, size, step):
-    obs = torch.full((size, 4), float(step)) + torch.arange(size)[:, None]
-    if datatype == "tensor":
-        return obs
-    data = {
-        "obs": obs,
-        "action": torch.arange(size) % 2,
-        "next": {
-            "obs": obs + 1,
-            "reward": obs[:, :1].clone(),
-            "done": torch.arange(size)[:, None] % 7 == 0,
-        },
-    }
-    if datatype == "pytree":
-        return data
-    return TensorDict(data, [size])
-
-
 def make_buffer(case, compile):
     if case.storage is TensorStorage:
         storage = TensorStorage(make_batch(case.datatype, MAX_SIZE, 0).zero_())
@@ -98,17 +81,6 @@ def make_buffer(case, compile):
     return case.buffer(
         storage=storage, writer=case.writer(), batch_size=SAMPLE, compile=compile
     )
-
-
-class GraphCounter:
-    """A backend that counts the graphs it is given and runs them eagerly."""
-
-    def __init__(self):
-        self.graphs = 0
-
-    def __call__(self, gm, example_inputs):
-        self.graphs += 1
-        return gm.forward
 
 
 def count_graphs(case, calls):

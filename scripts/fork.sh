@@ -67,6 +67,12 @@ if [ "$base" = checkout ] && [ -z "$checkout" ]; then
 fi
 [ -z "$checkout" ] || [ -z "$base" ] || [ "$base" = checkout ] || checkout=""
 [ -n "$checkout" ] && base=checkout
+if [ -z "$base" ] && [ -f "$FORK/.git/rb-compile-mode" ]; then
+  # nothing asked: keep the base of the existing build (no network probe on re-runs)
+  base=$(cat "$FORK/.git/rb-compile-mode")
+  [ "$base" != checkout ] || checkout=$(cat "$FORK/.git/rb-compile-checkout" 2>/dev/null || true)
+  say "reusing the $base base of build/torchrl (--checkout PATH or --base to change it)"
+fi
 
 # ---- the series --------------------------------------------------------------
 mapfile -t patches < <(grep -v -e '^#' -e '^[[:space:]]*$' "$ROOT/patches/series")
@@ -90,12 +96,9 @@ check_checkout() {
 }
 
 if [ "$base" = checkout ]; then
-  checkout=$(cd "$checkout" 2>/dev/null && pwd) || die "--checkout: no such directory"
+  checkout=$(cd "$checkout" 2>/dev/null && pwd) || die "checkout '$checkout': no such directory"
   check_checkout "$checkout"
   source_id="checkout:$(git -C "$checkout" rev-parse HEAD)"
-elif [ -z "$base" ] && [ -f "$FORK/.git/rb-compile-mode" ] && [ "$(cat "$FORK/.git/rb-compile-mode")" != checkout ]; then
-  base=$(cat "$FORK/.git/rb-compile-mode")
-  say "reusing the $base base of build/torchrl (--base clone|wheel to change it)"
 elif [ -z "$base" ]; then
   say "trying a git clone of $UPSTREAM_URL (gives up after 10 s when offline)"
   if GIT_TERMINAL_PROMPT=0 timeout 10 git ls-remote --exit-code "$UPSTREAM_URL" refs/tags/v0.6.0 >/dev/null 2>&1; then
@@ -198,6 +201,7 @@ else
   apply_series "$new"
   echo "$fingerprint" >"$new/.git/rb-compile-fingerprint"
   echo "$base" >"$new/.git/rb-compile-mode"
+  echo "$checkout" >"$new/.git/rb-compile-checkout"
   rm -rf "$FORK"
   mv "$new" "$FORK"
   trap - EXIT

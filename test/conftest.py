@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import inspect
 import pathlib
+import sys
 
 import pytest
 import torch
-from tensordict import TensorDict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from rb_compile_cases import GraphCounter, make_batch  # noqa: E402, F401
 
 
 def pytest_configure(config):
@@ -20,40 +23,6 @@ def pytest_configure(config):
             "argument): run scripts/fork.sh and test with .venv/bin/python",
             returncode=1,
         )
-
-
-class GraphCounter:
-    """A torch.compile backend that counts the graphs it compiles and runs them eagerly.
-
-    A graph break or a recompilation shows as one more graph.
-    """
-
-    def __init__(self):
-        self.graphs = 0
-
-    def __call__(self, gm, example_inputs):
-        self.graphs += 1
-        return gm.forward
-
-
-def make_batch(datatype: str, size: int, step: int):
-    """A batch whose values tell which call wrote it; TensorDict batches mix dtypes."""
-    obs = torch.full((size, 4), float(step)) + torch.arange(size)[:, None]
-    if datatype == "tensor":
-        return obs
-    data = {
-        "obs": obs,
-        "action": torch.arange(size) % 3,
-        "next": {
-            "obs": obs + 1,
-            "reward": obs[:, :1] / 10,
-            "done": torch.arange(size)[:, None] % 7 == 0,
-            "pixels": torch.full((size, 2, 2), step % 256, dtype=torch.uint8),
-        },
-    }
-    if datatype == "pytree":
-        return data
-    return TensorDict(data, [size])
 
 
 def leaves(data):

@@ -121,26 +121,24 @@ def test_fork_bad_patch_leaves_nothing(tmp_path):
     assert not build.exists() or not any(build.iterdir())
 
 
-def test_fork_rerun_reuses_the_build():
-    if not (ROOT / "build" / "torchrl" / ".git" / "rb-compile-fingerprint").exists():
-        pytest.skip("no fork built yet: run scripts/fork.sh")
-    head = subprocess.run(
+def fork_head():
+    return subprocess.run(
         ["git", "-C", str(ROOT / "build" / "torchrl"), "rev-parse", "HEAD"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def test_fork_rerun_reuses_the_build():
+    if not (ROOT / "build" / "torchrl" / ".git" / "rb-compile-fingerprint").exists():
+        pytest.skip("no fork built yet: run scripts/fork.sh")
+    head = fork_head()
     result = run_fork("--no-report")
     assert result.returncode == 0, result.stderr
     assert "build/torchrl is up to date" in result.stdout
     assert "installing" not in result.stdout and "building" not in result.stdout
-    after = subprocess.run(
-        ["git", "-C", str(ROOT / "build" / "torchrl"), "rev-parse", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert after == head
+    assert fork_head() == head
 
 
 def test_fork_commits_one_per_patch():
