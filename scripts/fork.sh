@@ -37,7 +37,7 @@ TREE_COMMIT=baba52b9a13d5416ff622e486fee9b3f05f51f2f
 
 checkout=${TORCHRL_CHECKOUT:-}
 base=""
-torch_version=$(grep -v '^#' "$ROOT/ci/torch-versions.txt" | head -n 1)
+torch_version=""
 report=1
 report_md=""
 while [ $# -gt 0 ]; do
@@ -55,6 +55,12 @@ done
 say() { echo "fork.sh: $*"; }
 die() { echo "fork.sh: error: $*" >&2; exit 1; }
 
+if [ -z "$torch_version" ] && [ -f "$VENV/.rb-compile-torch" ]; then
+  # nothing asked: keep the torch of the existing .venv
+  torch_version=$(cat "$VENV/.rb-compile-torch")
+  say "reusing torch $torch_version of .venv (--torch VERSION to change it)"
+fi
+[ -n "$torch_version" ] || torch_version=$(grep -v '^#' "$ROOT/ci/torch-versions.txt" | head -n 1)
 if ! grep -qx "$torch_version" <(grep -v '^#' "$ROOT/ci/torch-versions.txt"); then
   die "torch $torch_version is not supported; pick one of: $(grep -v '^#' "$ROOT/ci/torch-versions.txt" | tr '\n' ' ')"
 fi
@@ -224,6 +230,7 @@ if [ "$(cat "$VENV/.rb-compile-requirements" 2>/dev/null)" != "$req_stamp" ]; th
   echo "$req_stamp" >"$VENV/.rb-compile-requirements"
   rm -f "$VENV/.rb-compile-installed"
 fi
+echo "$torch_version" >"$VENV/.rb-compile-torch"
 
 # ---- the fork, editable ------------------------------------------------------
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -8,7 +8,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT
+from packaging import version
+
+TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
 
 PATCHES = ROOT / "patches"
 SERIES = [
@@ -186,6 +190,8 @@ def test_compile_report(tmp_path):
     names = [row["case"] for row in rows]
     assert "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict" in names
     for row in rows:
+        if row["case"].startswith("LazyMemmapStorage") and not TORCH_2_6:
+            continue  # torch<2.6 does not trace MemoryMappedTensor writes (README)
         assert row["extend graphs"] == "1", row
         assert row["sample graphs"] == "1", row
         assert row["recompiles"] == "0" and row["graph breaks"] == "0", row
