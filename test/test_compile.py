@@ -244,3 +244,28 @@ def test_checkpoint_round_trip():
     assert len(rb_copy) == 10 and rb_copy._writer._cursor == 3
     rb_copy.extend(torch.arange(2.0))
     assert rb_copy._writer._cursor == 5 and rb._writer._cursor == 3
+
+
+def _extend_in_child(rb, value):
+    rb.extend(torch.full((5, 2), value))
+
+
+def test_shared_across_processes(tmp_path):
+    # as collectors do: a forked process writes; its rows, length and cursor reach the parent
+    rb = ReplayBuffer(
+        storage=LazyMemmapStorage(20, scratch_dir=tmp_path),
+        compile={"backend": GraphCounter()},
+    )
+    rb.extend(torch.zeros(5, 2))
+    rb.extend(torch.ones(5, 2))  # compiled from here on
+    proc = torch.multiprocessing.get_context("fork").Process(
+        target=_extend_in_child, args=(rb, 7.0)
+    )
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0
+    assert len(rb) == 15 and rb._writer._cursor == 15 and rb.write_count == 15
+    rb.extend(torch.full((5, 2), 9.0))
+    assert len(rb) == 20 and rb._writer._cursor == 0
+    expected = torch.cat([torch.full((5, 2), v) for v in (0.0, 1.0, 7.0, 9.0)])
+    assert (rb[:] == expected).all()
