@@ -4,8 +4,12 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 from conftest import assert_same_buffer, GraphCounter, make_batch
+from packaging import version
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
+
+TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
 
 
 def batch_of(value, size=10):
@@ -59,14 +63,39 @@ def test_threads_extend_and_sample(compile):
     assert (obs == 1).sum() == 500 and (obs == 2).sum() == 500
 
 
-@pytest.mark.parametrize("how", ["state_dict", "dumps"])
-def test_checkpoint_reload_in_place_does_not_recompile(how, tmp_path):
+def make_storage(storage_type, path):
+    if storage_type is LazyMemmapStorage:
+        return LazyMemmapStorage(100, scratch_dir=path)
+    return storage_type(100)
+
+
+CHECKPOINT_CASES = [
+    pytest.param(LazyTensorStorage, "state_dict", id="LazyTensorStorage-state_dict"),
+    # known gap: loads() puts memory-mapped tensors in place of the storage's
+    # tensors, so the graph meets new leaf types and compiles once more
+    pytest.param(
+        LazyTensorStorage,
+        "dumps",
+        id="LazyTensorStorage-dumps",
+        marks=pytest.mark.xfail(
+            strict=True, reason="loads() changes a LazyTensorStorage's leaf types"
+        ),
+    ),
+    pytest.param(LazyMemmapStorage, "state_dict", id="LazyMemmapStorage-state_dict"),
+    pytest.param(LazyMemmapStorage, "dumps", id="LazyMemmapStorage-dumps"),
+]
+
+
+@pytest.mark.parametrize("storage_type,how", CHECKPOINT_CASES)
+def test_checkpoint_reload_in_place_does_not_recompile(storage_type, how, tmp_path):
+    if storage_type is LazyMemmapStorage and not TORCH_2_6:
+        pytest.skip("torch<2.6 does not trace MemoryMappedTensor.__setitem__")
     counter = GraphCounter()
     rb = ReplayBuffer(
-        storage=LazyMemmapStorage(100, scratch_dir=tmp_path / "rb"),
+        storage=make_storage(storage_type, tmp_path / "rb"),
         compile={"backend": counter},
     )
-    rb_eager = ReplayBuffer(storage=LazyMemmapStorage(100, scratch_dir=tmp_path / "e"))
+    rb_eager = ReplayBuffer(storage=make_storage(storage_type, tmp_path / "e"))
     for step in range(5):
         rb.extend(make_batch("tensordict", 30, step))
         rb_eager.extend(make_batch("tensordict", 30, step))
