@@ -36,6 +36,8 @@ from torchrl.data.replay_buffers.writers import (
 )
 
 MAX_SIZE = 1000
+# memory-mapped storages write here; removed at exit
+SCRATCH = tempfile.TemporaryDirectory(prefix="compile_report-")
 BATCH = 300  # does not divide MAX_SIZE: the cursor wraps at a new place each lap
 SAMPLE = 256
 
@@ -75,7 +77,9 @@ def make_buffer(case, compile):
     if case.storage is TensorStorage:
         storage = TensorStorage(make_batch(case.datatype, MAX_SIZE, 0).zero_())
     elif case.storage is LazyMemmapStorage:
-        storage = LazyMemmapStorage(MAX_SIZE, scratch_dir=tempfile.mkdtemp())
+        storage = LazyMemmapStorage(
+            MAX_SIZE, scratch_dir=tempfile.mkdtemp(dir=SCRATCH.name)
+        )
     else:
         storage = case.storage(MAX_SIZE)
     return case.buffer(

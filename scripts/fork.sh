@@ -60,9 +60,10 @@ if [ -z "$torch_version" ] && [ -f "$VENV/.rb-compile-torch" ]; then
   torch_version=$(cat "$VENV/.rb-compile-torch")
   say "reusing torch $torch_version of .venv (--torch VERSION to change it)"
 fi
-[ -n "$torch_version" ] || torch_version=$(grep -v '^#' "$ROOT/ci/torch-versions.txt" | head -n 1)
-if ! grep -qx "$torch_version" <(grep -v '^#' "$ROOT/ci/torch-versions.txt"); then
-  die "torch $torch_version is not supported; pick one of: $(grep -v '^#' "$ROOT/ci/torch-versions.txt" | tr '\n' ' ')"
+supported_torch=$(grep -v '^#' "$ROOT/ci/torch-versions.txt")
+[ -n "$torch_version" ] || torch_version=$(head -n 1 <<<"$supported_torch")
+if ! grep -qx "$torch_version" <<<"$supported_torch"; then
+  die "torch $torch_version is not supported; pick one of: $(tr '\n' ' ' <<<"$supported_torch")"
 fi
 case "$base" in
   ""|checkout|clone|wheel) ;;
