@@ -7,8 +7,10 @@ import sys
 
 import pytest
 import torch
+from packaging import version
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from rb_compile_cases import GraphCounter, make_batch  # noqa: E402, F401
@@ -23,6 +25,11 @@ def pytest_configure(config):
             "argument): run scripts/fork.sh and test with .venv/bin/python",
             returncode=1,
         )
+
+
+def skip_untraceable_memmap(storage_type):
+    if storage_type.__name__ == "LazyMemmapStorage" and not TORCH_2_6:
+        pytest.skip("torch<2.6 does not trace MemoryMappedTensor.__setitem__")
 
 
 def leaves(data):

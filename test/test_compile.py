@@ -5,8 +5,14 @@ import pickle
 
 import pytest
 import torch
-from conftest import assert_same_buffer, GraphCounter, leaves, make_batch
-from packaging import version
+from conftest import (
+    assert_same_buffer,
+    GraphCounter,
+    leaves,
+    make_batch,
+    skip_untraceable_memmap,
+    TORCH_2_6,
+)
 from torchrl.data import (
     LazyMemmapStorage,
     LazyTensorStorage,
@@ -22,7 +28,6 @@ from torchrl.data.replay_buffers.writers import (
     TensorDictRoundRobinWriter,
 )
 
-TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
 MAX_SIZE = 100
 BATCH = 30  # does not divide MAX_SIZE: the cursor wraps at a new place each lap
 CALLS = 20
@@ -81,14 +86,9 @@ def make_pair(case, tmp_path, compile):
     return rb, rb_eager
 
 
-def skip_unsupported(case):
-    if case[1] is LazyMemmapStorage and not TORCH_2_6:
-        pytest.skip("torch<2.6 does not trace MemoryMappedTensor.__setitem__")
-
-
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_extend_recompile(case, tmp_path):
-    skip_unsupported(case)
+    skip_untraceable_memmap(case[1])
     counter = GraphCounter()
     rb, rb_eager = make_pair(case, tmp_path, {"backend": counter})
     datatype = case[3]
@@ -103,7 +103,7 @@ def test_extend_recompile(case, tmp_path):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_sample_recompile(case, tmp_path):
-    skip_unsupported(case)
+    skip_untraceable_memmap(case[1])
     counter = GraphCounter()
     rb, _ = make_pair(case, tmp_path, {"backend": counter})
     datatype = case[3]
@@ -244,28 +244,3 @@ def test_checkpoint_round_trip():
     assert len(rb_copy) == 10 and rb_copy._writer._cursor == 3
     rb_copy.extend(torch.arange(2.0))
     assert rb_copy._writer._cursor == 5 and rb._writer._cursor == 3
-
-
-def _extend_in_child(rb, value):
-    rb.extend(torch.full((5, 2), value))
-
-
-def test_shared_across_processes(tmp_path):
-    # as collectors do: a forked process writes; its rows, length and cursor reach the parent
-    rb = ReplayBuffer(
-        storage=LazyMemmapStorage(20, scratch_dir=tmp_path),
-        compile={"backend": GraphCounter()},
-    )
-    rb.extend(torch.zeros(5, 2))
-    rb.extend(torch.ones(5, 2))  # compiled from here on
-    proc = torch.multiprocessing.get_context("fork").Process(
-        target=_extend_in_child, args=(rb, 7.0)
-    )
-    proc.start()
-    proc.join(120)
-    assert proc.exitcode == 0
-    assert len(rb) == 15 and rb._writer._cursor == 15 and rb.write_count == 15
-    rb.extend(torch.full((5, 2), 9.0))
-    assert len(rb) == 20 and rb._writer._cursor == 0
-    expected = torch.cat([torch.full((5, 2), v) for v in (0.0, 1.0, 7.0, 9.0)])
-    assert (rb[:] == expected).all()

@@ -47,20 +47,3 @@ def test_pickle_keeps_eager_mode():
     assert isinstance(storage._len_value, Synchronized)
     assert len(storage) == 4 and not storage._compilable
     assert (storage.get(torch.arange(4)) == 1).all()
-
-
-def _extend_in_child(rb, value):
-    rb.extend(torch.full((5, 2), value))
-
-
-def test_shared_memmap_buffer_across_processes(tmp_path):
-    # as collectors do: a child process writes, the parent sees rows, length and cursor
-    rb = ReplayBuffer(storage=LazyMemmapStorage(20, scratch_dir=tmp_path))
-    rb.extend(torch.zeros(5, 2))
-    ctx = torch.multiprocessing.get_context("fork")
-    proc = ctx.Process(target=_extend_in_child, args=(rb, 7.0))
-    proc.start()
-    proc.join(60)
-    assert proc.exitcode == 0
-    assert len(rb) == 10 and rb._writer._cursor == 10
-    assert (rb[5:10] == 7).all() and (rb[:5] == 0).all()

@@ -1,17 +1,19 @@
-"""Threads and checkpoints, eager and compiled: nothing lost, nothing compiled again."""
+"""Processes, threads and checkpoints, eager and compiled: nothing lost, nothing compiled again."""
 from __future__ import annotations
 
 import threading
 
 import pytest
 import torch
-from conftest import assert_same_buffer, GraphCounter, make_batch
-from packaging import version
+from conftest import (
+    assert_same_buffer,
+    GraphCounter,
+    make_batch,
+    skip_untraceable_memmap,
+)
 from tensordict import MemoryMappedTensor
 from tensordict.utils import _TENSORCLASS_MEMO
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
-
-TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
 
 
 def batch_of(value, size=10):
@@ -76,8 +78,7 @@ def make_storage(storage_type, path):
     "storage_type", [LazyTensorStorage, LazyMemmapStorage], ids=lambda x: x.__name__
 )
 def test_checkpoint_reload_in_place_does_not_recompile(storage_type, how, tmp_path):
-    if storage_type is LazyMemmapStorage and not TORCH_2_6:
-        pytest.skip("torch<2.6 does not trace MemoryMappedTensor.__setitem__")
+    skip_untraceable_memmap(storage_type)
     # loads() fills a LazyTensorStorage with memory-mapped tensors: start from a
     # tensordict that has not memoized that type yet, whatever ran before
     _TENSORCLASS_MEMO.pop(MemoryMappedTensor, None)
@@ -108,3 +109,29 @@ def test_checkpoint_reload_in_place_does_not_recompile(storage_type, how, tmp_pa
         rb_eager.extend(make_batch("tensordict", 30, step))
     assert_same_buffer(rb, rb_eager, write_count=False)
     assert counter.graphs == graphs == 1
+
+
+def _extend_in_child(rb, value):
+    rb.extend(torch.full((5, 2), value))
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_shared_across_processes(compile, tmp_path):
+    # as collectors do: a forked process writes; its rows, length and cursor reach the parent
+    rb = ReplayBuffer(
+        storage=LazyMemmapStorage(20, scratch_dir=tmp_path),
+        compile={"backend": GraphCounter()} if compile else False,
+    )
+    rb.extend(torch.zeros(5, 2))
+    rb.extend(torch.ones(5, 2))  # compiled from here on, in compile mode
+    proc = torch.multiprocessing.get_context("fork").Process(
+        target=_extend_in_child, args=(rb, 7.0)
+    )
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0
+    assert len(rb) == 15 and rb._writer._cursor == 15 and rb.write_count == 15
+    rb.extend(torch.full((5, 2), 9.0))
+    assert len(rb) == 20 and rb._writer._cursor == 0
+    expected = torch.cat([torch.full((5, 2), v) for v in (0.0, 1.0, 7.0, 9.0)])
+    assert (rb[:] == expected).all()

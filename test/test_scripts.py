@@ -8,11 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from conftest import ROOT
-from packaging import version
+from conftest import ROOT, TORCH_2_6
 
-TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
 
 PATCHES = ROOT / "patches"
 SERIES = [
