@@ -1,6 +1,7 @@
-"""The project's own files: the patch series, scripts/fork.sh and the compile report."""
+"""The project's own files: the patch series, scripts/fork.sh, the compile report and the benchmarks."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -108,12 +109,12 @@ def test_fork_bad_patch_leaves_nothing(tmp_path):
         shutil.copytree(ROOT / part, project / part)
     patch = project / "patches" / SERIES[1]
     text = patch.read_text()
-    start = text.index("\ndiff --git ")
+    start = text.index("\ndiff --git a/torchrl/")  # the wheel base leaves out test/
     context = re.compile(r"^ \s+\S.*$", re.M).search(text, start).group(0)
     patch.write_text(
         text[:start] + text[start:].replace(context, " # not at v0.6.0", 1)
     )
-    target = re.search(r"^diff --git a/(\S+) ", text, re.M).group(1)
+    target = re.search(r"^diff --git a/(torchrl/\S+) ", text, re.M).group(1)
     result = run_fork("--base", "wheel", "--no-report", cwd=project)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"patch {SERIES[1][:4]}" in result.stderr
@@ -197,3 +198,41 @@ def test_compile_report(tmp_path):
             names.index(f"LazyTensorStorage-RoundRobinWriter-RandomSampler-{datatype}")
         ]
         assert row["fullgraph step"].startswith("yes"), row
+
+
+def test_bench_quick(tmp_path):
+    # the benchmark suite runs end to end; timings are reported, never asserted
+    if not (ROOT / "build" / "torchrl" / ".git").exists():
+        pytest.skip("no fork built yet: run scripts/fork.sh")
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    impls = set()
+    for raw in (out / "raw").glob("*.json"):
+        for bench in json.loads(raw.read_text())["benchmarks"]:
+            impls.add(bench["extra_info"]["impl"])
+            assert bench["stats"]["median"] > 0
+    assert impls == {"base", "fork", "ring"}
+    report = (out / "report.md").read_text()
+    targets = report.split("## Targets")[1].split("##")[0]
+    rows = [line for line in targets.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 7, targets
+    for row in rows:
+        assert re.search(
+            r"\| (met|\*\*missed\*\* by [\d.]+×|not measured) \|$", row
+        ), row
+    assert "| extend |" in report and "| sample |" in report
+    for plot in ("extend_vs_batch.png", "sample_vs_size.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "tmp").exists()
