@@ -68,7 +68,9 @@ def prepare_base(out: pathlib.Path) -> pathlib.Path:
 
 def run_cases(impl, base, out, round_index, quick) -> pathlib.Path:
     json_path = out / "raw" / f"{impl}-{round_index}.json"
-    env = dict(os.environ, RB_BENCH_IMPL=impl, RB_BENCH_TMP=str(out / "tmp"))
+    # pytest-benchmark turns itself off in an xdist worker, which a caller may be
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(RB_BENCH_IMPL=impl, RB_BENCH_TMP=str(out / "tmp"))
     env["RB_BENCH_SKIPS"] = str(out / "raw" / f"{impl}-{round_index}-skips.jsonl")
     env["RB_BENCH_TORCHRL"] = str(base if impl == "base" else FORK)
     if impl == "base":
@@ -96,6 +98,8 @@ def run_cases(impl, base, out, round_index, quick) -> pathlib.Path:
         fail(
             f"the {impl} benchmarks failed (pytest exit {result.returncode}), see above"
         )
+    if not json.loads(json_path.read_text())["benchmarks"]:
+        fail(f"the {impl} run timed no benchmark (was pytest-benchmark disabled?)")
     say(f"{impl}: done in {time.monotonic() - started:.0f} s -> {json_path}")
     return json_path
 

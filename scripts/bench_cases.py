@@ -146,11 +146,26 @@ def warm_up(rb, batch):
         rb.sample()
 
 
-def base_compiled_only_for_reference(mode, **sizes):
+def base_compiled_only_for_reference(mode, storage, **sizes):
     # compiling the base's methods breaks graphs and recompiles: measured once, on the
-    # reference workload, rather than compiled again for every size
-    if IMPL == "base" and mode == "compiled" and sizes != REFERENCE:
+    # reference workload, rather than compiled again for every case
+    reference = storage == "LazyTensorStorage" and sizes == REFERENCE
+    if IMPL == "base" and mode == "compiled" and not reference:
         pytest.skip("the base compiled is measured on the reference workload only")
+
+
+def time_op(benchmark, mode, op, storage="LazyTensorStorage", **sizes):
+    """Times extend (of a batch) or sample on a buffer filled by warm_up."""
+    sizes = dict(REFERENCE, **sizes)
+    base_compiled_only_for_reference(mode, storage, **sizes)
+    rb = make_buffer(mode, sizes["capacity"], sizes["sample"], storage=storage)
+    data = reference_batch(sizes["batch"])
+    warm_up(rb, data)
+    record(benchmark, op, mode, storage=storage, **sizes)
+    if op == "extend":
+        benchmark(rb.extend, data)
+    else:
+        benchmark(rb.sample)
 
 
 def _sizes(name, values, quick):
@@ -160,60 +175,36 @@ def _sizes(name, values, quick):
 @pytest.mark.parametrize("mode", MODES)
 @_sizes("batch", [1, 10, 100, 1_000, 10_000], 100)
 def bench_extend(benchmark, mode, batch):
-    sizes = dict(REFERENCE, batch=batch)
-    base_compiled_only_for_reference(mode, **sizes)
-    rb = make_buffer(mode, sizes["capacity"], sizes["sample"])
-    data = reference_batch(batch)
-    warm_up(rb, data)
-    record(benchmark, "extend", mode, storage="LazyTensorStorage", **sizes)
-    benchmark(rb.extend, data)
+    time_op(benchmark, mode, "extend", batch=batch)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @_sizes("sample", [32, 256, 1_024, 4_096], 256)
 def bench_sample(benchmark, mode, sample):
-    sizes = dict(REFERENCE, sample=sample)
-    base_compiled_only_for_reference(mode, **sizes)
-    rb = make_buffer(mode, sizes["capacity"], sample)
-    warm_up(rb, reference_batch(sizes["batch"]))
-    record(benchmark, "sample", mode, storage="LazyTensorStorage", **sizes)
-    benchmark(rb.sample)
+    time_op(benchmark, mode, "sample", sample=sample)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("op", ["extend", "sample"])
 @_sizes("capacity", [1_000, 100_000, 1_000_000], 100_000)
 def bench_capacity(benchmark, mode, op, capacity):
-    sizes = dict(REFERENCE, capacity=capacity)
     if capacity == REFERENCE["capacity"]:
         pytest.skip(
             "the reference capacity is measured by bench_extend and bench_sample"
         )
-    base_compiled_only_for_reference(mode, **sizes)
-    rb = make_buffer(mode, capacity, sizes["sample"])
-    data = reference_batch(sizes["batch"])
-    warm_up(rb, data)
-    record(benchmark, op, mode, storage="LazyTensorStorage", **sizes)
-    benchmark(rb.extend, data) if op == "extend" else benchmark(rb.sample)
+    time_op(benchmark, mode, op, capacity=capacity)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("op", ["extend", "sample"])
 def bench_memmap(benchmark, mode, op):
-    base_compiled_only_for_reference(mode, storage="LazyMemmapStorage")
-    rb = make_buffer(
-        mode, REFERENCE["capacity"], REFERENCE["sample"], storage="LazyMemmapStorage"
-    )
-    data = reference_batch(REFERENCE["batch"])
-    warm_up(rb, data)
-    record(benchmark, op, mode, storage="LazyMemmapStorage", **REFERENCE)
-    benchmark(rb.extend, data) if op == "extend" else benchmark(rb.sample)
+    time_op(benchmark, mode, op, storage="LazyMemmapStorage")
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("op", ["extend", "sample+update_priority"])
 def bench_prioritized(benchmark, mode, op):
-    base_compiled_only_for_reference(mode, sampler="prioritized")
+    base_compiled_only_for_reference(mode, "LazyTensorStorage+Prioritized")
     capacity = REFERENCE["capacity"]
     try:
         sampler = PrioritizedSampler(capacity, alpha=0.7, beta=0.5)
@@ -275,7 +266,7 @@ def bench_collector_loop(benchmark, mode):
     from torchrl.collectors import RandomPolicy, SyncDataCollector
     from torchrl.envs import GymEnv
 
-    base_compiled_only_for_reference(mode)
+    base_compiled_only_for_reference(mode, "collector")
     env = GymEnv("CartPole-v1")
     collector = SyncDataCollector(
         env, RandomPolicy(env.action_spec), frames_per_batch=200, total_frames=-1

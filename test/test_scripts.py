@@ -27,6 +27,16 @@ STATUS = re.compile(
 )
 
 
+def run_script(name, *args):
+    # a Python script of scripts/, with the interpreter that runs the tests (the fork's)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
 def run_fork(*args, cwd=ROOT):
     # a checkout named in the environment would change the base these tests ask for
     env = {k: v for k, v in os.environ.items() if k != "TORCHRL_CHECKOUT"}
@@ -163,19 +173,8 @@ def test_fork_commits_one_per_patch():
 
 def test_compile_report(tmp_path):
     markdown = tmp_path / "report.md"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "compile_report.py"),
-            "--no-timing",
-            "--calls",
-            "5",
-            "--markdown",
-            str(markdown),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    result = run_script(
+        "compile_report.py", "--no-timing", "--calls", "5", "--markdown", str(markdown)
     )
     assert result.returncode == 0, result.stderr
     lines = markdown.read_text().splitlines()
@@ -205,18 +204,7 @@ def test_bench_quick(tmp_path):
     if not (ROOT / "build" / "torchrl" / ".git").exists():
         pytest.skip("no fork built yet: run scripts/fork.sh")
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench.py"),
-            "--quick",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    result = run_script("bench.py", "--quick", "--out", str(out))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     impls = set()
     for raw in (out / "raw").glob("*.json"):
