@@ -196,3 +196,15 @@ def test_tensordict_replay_buffer_index_key(tmp_path):
         buffer.extend(sample.clone())
         assert len(buffer) == 68
     assert_same_buffer(rb, rb_eager)
+
+
+def test_empty_batch_is_not_checked(tmp_path):
+    # nothing to write, so nothing to check: eager and compiled agree
+    rb, rb_eager, counter = _make_buffers(LazyTensorStorage, tmp_path)
+    for buffer in (rb, rb_eager):
+        buffer.extend(make_batch("tensordict", 30, 1))
+        buffer.extend(make_batch("tensordict", 30, 2))
+        empty = make_batch("tensordict", 0, 3)
+        empty["extra"] = torch.zeros(0)
+        assert buffer.extend(empty).numel() == 0
+    assert_same_buffer(rb, rb_eager)
