@@ -11,6 +11,8 @@ usage: python scripts/compile_report.py [--markdown FILE] [--calls N]
 from __future__ import annotations
 
 import argparse
+import itertools
+import re
 import statistics
 import sys
 import tempfile
@@ -21,7 +23,16 @@ from dataclasses import dataclass
 import torch
 import torch._dynamo
 
-from rb_compile_cases import GraphCounter, make_batch
+from rb_compile_cases import (
+    GraphCounter,
+    is_supported,
+    make_batch,
+    make_component,
+    refusal,
+    SAMPLERS,
+    STORAGES,
+    WRITERS,
+)
 from torch._dynamo.utils import counters
 from torchrl.data import (
     LazyMemmapStorage,
@@ -30,6 +41,7 @@ from torchrl.data import (
     TensorDictReplayBuffer,
     TensorStorage,
 )
+from torchrl.data.replay_buffers.samplers import PrioritizedSampler, RandomSampler
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
     TensorDictRoundRobinWriter,
@@ -48,14 +60,19 @@ class Case:
     writer: type
     datatype: str
     buffer: type = ReplayBuffer
+    sampler: type = RandomSampler
 
     @property
     def name(self):
         buffer = "" if self.buffer is ReplayBuffer else f"{self.buffer.__name__}-"
         return (
             f"{buffer}{self.storage.__name__}-{self.writer.__name__}"
-            f"-RandomSampler-{self.datatype}"
+            f"-{self.sampler.__name__}-{self.datatype}"
         )
+
+    @property
+    def prioritized(self):
+        return self.sampler is PrioritizedSampler
 
 
 CASES = [
@@ -70,6 +87,16 @@ CASES = [
         "tensordict",
         TensorDictReplayBuffer,
     ),
+    Case(LazyTensorStorage, RoundRobinWriter, "tensor", sampler=PrioritizedSampler),
+    Case(LazyTensorStorage, RoundRobinWriter, "pytree", sampler=PrioritizedSampler),
+    Case(LazyMemmapStorage, RoundRobinWriter, "tensordict", sampler=PrioritizedSampler),
+    Case(
+        LazyTensorStorage,
+        TensorDictRoundRobinWriter,
+        "tensordict",
+        TensorDictReplayBuffer,
+        PrioritizedSampler,
+    ),
 ]
 
 
@@ -82,8 +109,13 @@ def make_buffer(case, compile):
         )
     else:
         storage = case.storage(MAX_SIZE)
+    sampler = make_component("sampler", case.sampler.__name__, MAX_SIZE)
     return case.buffer(
-        storage=storage, writer=case.writer(), batch_size=SAMPLE, compile=compile
+        storage=storage,
+        writer=case.writer(),
+        sampler=sampler,
+        batch_size=SAMPLE,
+        compile=compile,
     )
 
 
@@ -97,11 +129,16 @@ def count_graphs(case, calls):
     for step in range(calls):
         rb.extend(make_batch(case.datatype, BATCH, step + 1))
     extend_graphs = counter.graphs
-    for _ in range(calls):
-        rb.sample()
+    indices = [rb.sample(return_info=True)[1]["index"] for _ in range(calls)]
     sample_graphs = counter.graphs - extend_graphs
+    if not case.prioritized:
+        update_graphs = None
+    else:
+        for step, index in enumerate(indices):
+            rb.update_priority(index, torch.rand(index.shape) + step)
+        update_graphs = counter.graphs - extend_graphs - sample_graphs
     breaks = sum(counters["graph_break"].values())
-    return extend_graphs, sample_graphs, breaks
+    return extend_graphs, sample_graphs, update_graphs, breaks
 
 
 def fullgraph_step(case, calls):
@@ -112,7 +149,10 @@ def fullgraph_step(case, calls):
     @torch.compile(backend=counter, fullgraph=True)
     def step(batch):
         rb.extend(batch)
-        return rb.sample()
+        sample, info = rb.sample(return_info=True)
+        if case.prioritized:
+            rb.update_priority(info["index"], torch.ones(info["index"].shape))
+        return sample
 
     try:
         for i in range(calls):
@@ -121,6 +161,43 @@ def fullgraph_step(case, calls):
         reason = str(err).strip().splitlines()[0][:60] if str(err).strip() else ""
         return f"no ({type(err).__name__}: {reason})"
     return f"yes ({counter.graphs} graph{'s' if counter.graphs > 1 else ''})"
+
+
+MATRIX_TITLE = (
+    "The whole matrix: storage (ndim 1, 2) x writer x sampler. Combinations that "
+    "do not compile, by the component that stops them, with the error "
+    "ReplayBuffer(compile=True) raises at construction:"
+)
+
+
+def refused_components():
+    # builds every combination with compile=True; groups the refusals by reason
+    combinations = list(itertools.product(STORAGES, WRITERS, SAMPLERS))
+    supported = sum(is_supported(s, n, w, p) for (s, n), w, p in combinations)
+    by_reason = {}
+    for (storage, ndim), writer, sampler in combinations:
+        message = refusal(storage, ndim, writer, sampler)
+        if message is None:
+            continue
+        if "does not support " not in message:
+            # refused by torchrl itself, compile or not
+            parts = [("impossible at the base", message)]
+        else:
+            listed = message.split("does not support ", 1)[1].rstrip(".")
+            parts = [
+                (part.split(" (", 1)[0], part.split(" (", 1)[1].rstrip(")"))
+                for part in re.split(
+                    r", (?=(?:storage|writer|sampler|prefetch)=)", listed
+                )
+            ]
+        for component, reason in parts:
+            by_reason.setdefault(component, [0, reason])[0] += 1
+    rows = [
+        ["(none: the cases above)", f"{supported} of {len(combinations)}", "compile"]
+    ]
+    for component, (count, reason) in sorted(by_reason.items()):
+        rows.append([component, str(count), reason])
+    return rows
 
 
 def time_calls(fn, repeat=7, number=20):
@@ -164,6 +241,7 @@ def main(argv=None):
         "case",
         "extend graphs",
         "sample graphs",
+        "update_priority graphs",
         "recompiles",
         "graph breaks",
         "fullgraph step",
@@ -178,12 +256,18 @@ def main(argv=None):
     rows = []
     for i, case in enumerate(CASES, 1):
         print(f"[{i}/{len(CASES)}] {case.name}", file=sys.stderr, flush=True)
-        extend_graphs, sample_graphs, breaks = count_graphs(case, args.calls)
-        recompiles = max(extend_graphs - 1, 0) + max(sample_graphs - 1, 0)
+        extend_graphs, sample_graphs, update_graphs, breaks = count_graphs(
+            case, args.calls
+        )
+        recompiles = sum(
+            max(graphs - 1, 0)
+            for graphs in (extend_graphs, sample_graphs, update_graphs or 0)
+        )
         row = [
             case.name,
             str(extend_graphs),
             str(sample_graphs),
+            "-" if update_graphs is None else str(update_graphs),
             str(recompiles),
             str(breaks),
             fullgraph_step(case, args.calls),
@@ -200,6 +284,7 @@ def main(argv=None):
                 )
             ]
         rows.append(row)
+    refused = refused_components()
 
     notes = [
         f"{args.calls} calls each of extend (batches of {BATCH} into a capacity of "
@@ -209,6 +294,8 @@ def main(argv=None):
         "fullgraph step: the buffer, built empty, within the user's "
         "torch.compile(step, fullgraph=True) calling extend then sample; its "
         "first call initializes the storage, so 2 graphs are expected.",
+        f"Prioritized cases: then {args.calls} calls of update_priority with the "
+        "sampled indices; the fullgraph step calls update_priority too.",
     ]
     if not args.no_timing:
         notes.append(
@@ -222,6 +309,9 @@ def main(argv=None):
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     for note in notes:
         print(f"- {note}")
+    print(f"\n{MATRIX_TITLE}")
+    for row in refused:
+        print("  ".join(row))
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("| " + " | ".join(header) + " |\n")
@@ -229,6 +319,10 @@ def main(argv=None):
             for row in rows:
                 f.write("| " + " | ".join(row) + " |\n")
             f.write("\n" + "\n".join(f"- {note}" for note in notes) + "\n")
+            f.write(f"\n{MATRIX_TITLE}\n\n| component | combinations | reason |\n")
+            f.write("|---|---|---|\n")
+            for row in refused:
+                f.write("| " + " | ".join(row) + " |\n")
         print(f"written to {args.markdown}", file=sys.stderr)
 
 

@@ -42,3 +42,86 @@ def make_batch(datatype: str, size: int, step: int):
     if datatype == "tensordict":
         return TensorDict(data, [size])
     raise ValueError(f"unknown datatype {datatype!r}: tensor, tensordict or pytree")
+
+
+# The whole matrix of issue 3: every storage (ndim 1 and 2), writer and sampler.
+# Each component either compiles or is refused at construction; refusals are
+# listed, with the message the buffer gives, by the compile report.
+STORAGES = [
+    ("LazyTensorStorage", 1),
+    ("LazyTensorStorage", 2),
+    ("LazyMemmapStorage", 1),
+    ("LazyMemmapStorage", 2),
+    ("TensorStorage", 1),
+    ("TensorStorage", 2),
+    ("ListStorage", 1),
+]
+WRITERS = ["RoundRobinWriter", "TensorDictRoundRobinWriter", "TensorDictMaxValueWriter"]
+SAMPLERS = [
+    "RandomSampler",
+    "SamplerWithoutReplacement",
+    "SliceSampler",
+    "SliceSamplerWithoutReplacement",
+    "PrioritizedSampler",
+    "PrioritizedSliceSampler",
+]
+# what the compile mode covers today; everything else is refused
+SUPPORTED = {
+    "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
+    "ndim": {1},
+    "writer": {"RoundRobinWriter", "TensorDictRoundRobinWriter"},
+    "sampler": {"RandomSampler", "PrioritizedSampler"},
+}
+
+
+def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
+    """An instance of a storage, writer or sampler of the matrix, by name."""
+    import tempfile
+
+    from torchrl.data.replay_buffers import samplers, storages, writers
+
+    if kind == "storage":
+        cls = getattr(storages, name)
+        if name == "ListStorage":
+            return cls(max_size)
+        if name == "TensorStorage":
+            shape = [max_size] if ndim == 1 else [max_size // 4, 4]
+            return cls(TensorDict({"obs": torch.zeros(*shape, 4)}, shape), ndim=ndim)
+        if name == "LazyMemmapStorage":
+            return cls(max_size, ndim=ndim, scratch_dir=tempfile.mkdtemp())
+        return cls(max_size, ndim=ndim)
+    if kind == "writer":
+        return getattr(writers, name)()
+    cls = getattr(samplers, name)
+    if name == "PrioritizedSampler":
+        return cls(max_size, alpha=0.7, beta=0.5)
+    if name == "PrioritizedSliceSampler":
+        return cls(max_size, alpha=0.7, beta=0.5, num_slices=2)
+    if name.startswith("Slice"):
+        return cls(num_slices=2)
+    return cls()
+
+
+def is_supported(storage: str, ndim: int, writer: str, sampler: str) -> bool:
+    return (
+        storage in SUPPORTED["storage"]
+        and ndim in SUPPORTED["ndim"]
+        and writer in SUPPORTED["writer"]
+        and sampler in SUPPORTED["sampler"]
+    )
+
+
+def refusal(storage: str, ndim: int, writer: str, sampler: str) -> str | None:
+    """The ValueError message of ReplayBuffer(compile=True) for a combination, or None if it builds."""
+    from torchrl.data import ReplayBuffer
+
+    try:
+        ReplayBuffer(
+            storage=make_component("storage", storage, ndim=ndim),
+            writer=make_component("writer", writer),
+            sampler=make_component("sampler", sampler),
+            compile=True,
+        )
+    except ValueError as err:
+        return str(err)
+    return None

@@ -1,6 +1,7 @@
 """ReplayBuffer(compile=...): extend and sample compile once, with no graph break."""
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import pytest
@@ -13,15 +14,29 @@ from conftest import (
     skip_untraceable_memmap,
     TORCH_2_6,
 )
+from rb_compile_cases import (
+    is_supported,
+    make_component,
+    refusal,
+    SAMPLERS,
+    STORAGES,
+    SUPPORTED,
+    WRITERS,
+)
+from tensordict import TensorDict
 from torchrl.data import (
     LazyMemmapStorage,
     LazyTensorStorage,
     ListStorage,
+    PrioritizedReplayBuffer,
     ReplayBuffer,
     TensorDictReplayBuffer,
     TensorStorage,
 )
-from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
+from torchrl.data.replay_buffers.samplers import (
+    PrioritizedSampler,
+    SamplerWithoutReplacement,
+)
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
     TensorDictMaxValueWriter,
@@ -244,3 +259,156 @@ def test_checkpoint_round_trip():
     assert len(rb_copy) == 10 and rb_copy._writer._cursor == 3
     rb_copy.extend(torch.arange(2.0))
     assert rb_copy._writer._cursor == 5 and rb._writer._cursor == 3
+
+
+MATRIX = list(itertools.product(STORAGES, WRITERS, SAMPLERS))
+
+
+def matrix_id(combination):
+    (storage, ndim), writer, sampler = combination
+    return f"{storage}-ndim{ndim}-{writer}-{sampler}"
+
+
+@pytest.mark.parametrize("combination", MATRIX, ids=[matrix_id(c) for c in MATRIX])
+def test_matrix_compiles_or_refuses(combination):
+    # every storage x writer x sampler: compiles once per path, or is refused at
+    # construction with a ValueError naming each component not covered
+    (storage, ndim), writer, sampler = combination
+    try:
+        ReplayBuffer(
+            storage=make_component("storage", storage, ndim=ndim),
+            writer=make_component("writer", writer),
+            sampler=make_component("sampler", sampler),
+        )
+    except ValueError as err:
+        # impossible at the base already: compile mode raises the same error
+        assert refusal(storage, ndim, writer, sampler) == str(err)
+        return
+    if not is_supported(storage, ndim, writer, sampler):
+        message = refusal(storage, ndim, writer, sampler)
+        assert message is not None and "compile=...) does not support" in message
+        for kind, name in (
+            ("storage", storage),
+            ("writer", writer),
+            ("sampler", sampler),
+        ):
+            if name not in SUPPORTED[kind]:
+                assert f"{kind}={name}" in message
+        if ndim not in SUPPORTED["ndim"]:
+            assert f"ndim={ndim}" in message
+        return
+    skip_untraceable_memmap(type(make_component("storage", storage)))
+    counter = GraphCounter()
+    rb = ReplayBuffer(
+        storage=make_component("storage", storage, ndim=ndim),
+        writer=make_component("writer", writer),
+        sampler=make_component("sampler", sampler),
+        batch_size=8,
+        compile={"backend": counter},
+    )
+    prioritized = sampler == "PrioritizedSampler"
+    for step in range(6):
+        rb.extend(TensorDict({"obs": torch.full((30, 4), float(step))}, [30]))
+        sample, info = rb.sample(return_info=True)
+        assert ((info["index"] >= 0) & (info["index"] < len(rb))).all()
+        if prioritized:
+            rb.update_priority(info["index"], torch.rand(8) + 1)
+    # one graph each for extend, sample and update_priority
+    assert counter.graphs == 2 + prioritized
+
+
+def assert_same_priorities(rb, rb_eager):
+    # the sampler's trees, max priority and default priority equal to eager mode's
+    leaves_index = torch.arange(rb.sampler.max_size).numpy()
+    for tree in ("_sum_tree", "_min_tree"):
+        got = torch.as_tensor(getattr(rb.sampler, tree)[leaves_index])
+        expected = torch.as_tensor(getattr(rb_eager.sampler, tree)[leaves_index])
+        assert (got == expected).all()
+    assert rb.sampler._max_priority[0] == rb_eager.sampler._max_priority[0]
+    assert rb.sampler.default_priority == rb_eager.sampler.default_priority
+
+
+@pytest.mark.parametrize("within_buffer", [False, True], ids=["max-ever", "max-within"])
+@pytest.mark.parametrize("datatype", ["tensor", "tensordict", "pytree"])
+def test_prioritized_matches_eager(datatype, within_buffer):
+    counter = GraphCounter()
+
+    def make(compile):
+        sampler = PrioritizedSampler(
+            MAX_SIZE, 0.7, 0.5, max_priority_within_buffer=within_buffer
+        )
+        return ReplayBuffer(
+            storage=LazyTensorStorage(MAX_SIZE), sampler=sampler, compile=compile
+        )
+
+    rb, rb_eager = make({"backend": counter}), make(False)
+    for step in range(CALLS):
+        rb.extend(make_batch(datatype, BATCH, step))
+        rb_eager.extend(make_batch(datatype, BATCH, step))
+        index = rb.sample(16, return_info=True)[1]["index"]
+        # a repeated index (the last priority wins) and a -1 (skipped)
+        index = torch.cat([index, index[:3], torch.tensor([-1])])
+        priority = torch.rand(index.shape) * (step + 1)
+        rb.update_priority(index, priority)
+        rb_eager.update_priority(index, priority)
+        assert_same_priorities(rb, rb_eager)
+    assert_same_buffer(rb, rb_eager)
+    assert counter.graphs == 3  # extend, sample, update_priority
+
+
+def test_prioritized_distribution():
+    # item i drawn with probability p_i ** alpha / sum(p ** alpha), weights (p_i / p_min) ** -beta
+    alpha, beta, items, draws = 0.7, 0.5, 20, 100 * 256
+    rb = PrioritizedReplayBuffer(
+        alpha=alpha,
+        beta=beta,
+        storage=LazyTensorStorage(MAX_SIZE),
+        batch_size=256,
+        compile={"backend": GraphCounter()},
+    )
+    rb.extend(torch.arange(float(items)))
+    priority = torch.arange(1.0, items + 1)
+    rb.update_priority(torch.arange(items), priority)
+    counts = torch.zeros(MAX_SIZE)
+    for _ in range(draws // 256):
+        sample, info = rb.sample(return_info=True)
+        assert (sample == info["index"]).all()
+        counts += torch.bincount(info["index"], minlength=MAX_SIZE)
+        p = (priority[info["index"]] + 1e-8) ** alpha
+        torch.testing.assert_close(info["_weight"], (p / (1 + 1e-8) ** alpha) ** -beta)
+    assert (counts[items:] == 0).all()
+    expected = draws * priority**alpha / (priority**alpha).sum()
+    assert ((counts[:items] - expected).abs() < 6 * expected.sqrt()).all()
+
+
+@pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
+def test_prioritized_fullgraph_step(buffer):
+    # extend, sample and update_priority within the user's fullgraph compile
+    counter = GraphCounter()
+
+    def make(compile):
+        return buffer(
+            storage=LazyTensorStorage(MAX_SIZE),
+            sampler=PrioritizedSampler(MAX_SIZE, alpha=0.7, beta=0.5),
+            compile=compile,
+        )
+
+    rb, rb_eager = make(True), make(False)
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        sample, info = rb.sample(16, return_info=True)
+        rb.update_priority(info["index"], sample["obs"][:, 0] + 1)
+        return sample, info
+
+    graphs = []
+    for i in range(CALLS):
+        sample, info = step(make_batch("tensordict", BATCH, i))
+        rb_eager.extend(make_batch("tensordict", BATCH, i))
+        rb_eager.update_priority(info["index"], sample["obs"][:, 0] + 1)
+        graphs.append(counter.graphs)
+    # the first call initializes the storage: one recompilation, then none
+    assert graphs[1] <= 2 and graphs[-1] == graphs[1]
+    assert_same_buffer(rb, rb_eager)
+    assert_same_priorities(rb, rb_eager)

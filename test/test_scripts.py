@@ -177,21 +177,31 @@ def test_compile_report(tmp_path):
         "compile_report.py", "--no-timing", "--calls", "5", "--markdown", str(markdown)
     )
     assert result.returncode == 0, result.stderr
-    lines = markdown.read_text().splitlines()
+    text = markdown.read_text()
+    cases_table, rest = text.split("\n\n", 1)
+    lines = cases_table.splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = [
         dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
         for line in lines[2:]
-        if line.startswith("| ")
     ]
     names = [row["case"] for row in rows]
     assert "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict" in names
+    assert "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-tensor" in names
     for row in rows:
         if row["case"].startswith("LazyMemmapStorage") and not TORCH_2_6:
             continue  # torch<2.6 does not trace MemoryMappedTensor writes (README)
         assert row["extend graphs"] == "1", row
         assert row["sample graphs"] == "1", row
+        prioritized = "PrioritizedSampler" in row["case"]
+        assert row["update_priority graphs"] == ("1" if prioritized else "-"), row
         assert row["recompiles"] == "0" and row["graph breaks"] == "0", row
+    # the whole matrix: supported count, and each refused component with its reason
+    assert "| (none: the cases above) | 12 of 126 | compile |" in rest
+    assert (
+        "| writer=TensorDictMaxValueWriter | 24 | expected a RoundRobinWriter |" in rest
+    )
+    assert "| impossible at the base | 18 |" in rest
     for datatype in ("tensor", "tensordict", "pytree"):
         row = rows[
             names.index(f"LazyTensorStorage-RoundRobinWriter-RandomSampler-{datatype}")
