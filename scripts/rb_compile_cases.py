@@ -75,9 +75,10 @@ SUPPORTED = {
 
 
 def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
-    """An instance of a storage, writer or sampler of the matrix, by name."""
-    import tempfile
+    """An instance of a storage, writer or sampler of the matrix, by name.
 
+    A LazyMemmapStorage gets no scratch_dir: its files are temporary ones.
+    """
     from torchrl.data.replay_buffers import samplers, storages, writers
 
     if kind == "storage":
@@ -87,8 +88,6 @@ def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
         if name == "TensorStorage":
             shape = [max_size] if ndim == 1 else [max_size // 4, 4]
             return cls(TensorDict({"obs": torch.zeros(*shape, 4)}, shape), ndim=ndim)
-        if name == "LazyMemmapStorage":
-            return cls(max_size, ndim=ndim, scratch_dir=tempfile.mkdtemp())
         return cls(max_size, ndim=ndim)
     if kind == "writer":
         return getattr(writers, name)()

@@ -33,6 +33,7 @@ from torchrl.data import (
     TensorDictReplayBuffer,
     TensorStorage,
 )
+from torchrl.data.replay_buffers import storages
 from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
     SamplerWithoutReplacement,
@@ -297,7 +298,7 @@ def test_matrix_compiles_or_refuses(combination):
         if ndim not in SUPPORTED["ndim"]:
             assert f"ndim={ndim}" in message
         return
-    skip_untraceable_memmap(type(make_component("storage", storage)))
+    skip_untraceable_memmap(getattr(storages, storage))
     counter = GraphCounter()
     rb = ReplayBuffer(
         storage=make_component("storage", storage, ndim=ndim),
