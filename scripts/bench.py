@@ -271,6 +271,7 @@ def report(results, extra, skips, out, quick, rounds, meta):
     for storage, ops in (
         ("LazyMemmapStorage", ("extend", "sample")),
         ("LazyTensorStorage+Prioritized", ("extend", "sample+update_priority")),
+        ("LazyTensorStorage+WithoutReplacement", ("sample",)),
     ):
         for op in ops:
             cells = columns(results, op, storage)

@@ -19,7 +19,10 @@ import torch
 import torchrl
 from tensordict import TensorDict
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
-from torchrl.data.replay_buffers.samplers import PrioritizedSampler
+from torchrl.data.replay_buffers.samplers import (
+    PrioritizedSampler,
+    SamplerWithoutReplacement,
+)
 
 IMPL = os.environ.get("RB_BENCH_IMPL", "fork")
 _expected = os.environ.get("RB_BENCH_TORCHRL")
@@ -221,6 +224,28 @@ def bench_prioritized(benchmark, mode, op):
 
     record(benchmark, op, mode, storage="LazyTensorStorage+Prioritized", **REFERENCE)
     benchmark(rb.extend, data) if op == "extend" else benchmark(sample_and_update)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def bench_without_replacement(benchmark, mode):
+    # the buffer full, sampled over epochs: a permutation is drawn every
+    # capacity / sample calls
+    base_compiled_only_for_reference(mode, "LazyTensorStorage+WithoutReplacement")
+    capacity = REFERENCE["capacity"]
+    rb = make_buffer(
+        mode, capacity, REFERENCE["sample"], sampler=SamplerWithoutReplacement()
+    )
+    rb.extend(reference_batch(capacity))
+    for _ in range(WARMUP_CALLS):
+        rb.sample()
+    record(
+        benchmark,
+        "sample",
+        mode,
+        storage="LazyTensorStorage+WithoutReplacement",
+        **REFERENCE,
+    )
+    benchmark(rb.sample)
 
 
 ring_only_in_fork = pytest.mark.skipif(

@@ -41,7 +41,11 @@ from torchrl.data import (
     TensorDictReplayBuffer,
     TensorStorage,
 )
-from torchrl.data.replay_buffers.samplers import PrioritizedSampler, RandomSampler
+from torchrl.data.replay_buffers.samplers import (
+    PrioritizedSampler,
+    RandomSampler,
+    SamplerWithoutReplacement,
+)
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
     TensorDictRoundRobinWriter,
@@ -86,6 +90,19 @@ CASES = [
         TensorDictRoundRobinWriter,
         "tensordict",
         TensorDictReplayBuffer,
+    ),
+    Case(
+        LazyTensorStorage,
+        RoundRobinWriter,
+        "tensordict",
+        sampler=SamplerWithoutReplacement,
+    ),
+    Case(
+        LazyTensorStorage,
+        TensorDictRoundRobinWriter,
+        "tensordict",
+        TensorDictReplayBuffer,
+        SamplerWithoutReplacement,
     ),
     Case(LazyTensorStorage, RoundRobinWriter, "tensor", sampler=PrioritizedSampler),
     Case(LazyTensorStorage, RoundRobinWriter, "pytree", sampler=PrioritizedSampler),

@@ -70,7 +70,7 @@ SUPPORTED = {
     "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
     "ndim": {1},
     "writer": {"RoundRobinWriter", "TensorDictRoundRobinWriter"},
-    "sampler": {"RandomSampler", "PrioritizedSampler"},
+    "sampler": {"RandomSampler", "SamplerWithoutReplacement", "PrioritizedSampler"},
 }
 
 

@@ -37,6 +37,7 @@ from torchrl.data.replay_buffers import storages
 from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
     SamplerWithoutReplacement,
+    SliceSampler,
 )
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
@@ -218,15 +219,15 @@ def test_inductor():
             "writer=TensorDictMaxValueWriter",
         ],
         [
-            {"storage": LazyTensorStorage(10), "sampler": SamplerWithoutReplacement()},
-            "sampler=SamplerWithoutReplacement",
+            {"storage": LazyTensorStorage(10), "sampler": SliceSampler(num_slices=2)},
+            "sampler=SliceSampler",
         ],
         [
             {"storage": LazyTensorStorage(10), "prefetch": 2, "batch_size": 2},
             "prefetch",
         ],
     ],
-    ids=["ListStorage", "ndim2", "MaxValueWriter", "WithoutReplacement", "prefetch"],
+    ids=["ListStorage", "ndim2", "MaxValueWriter", "SliceSampler", "prefetch"],
 )
 def test_refuses_unsupported(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -440,3 +441,81 @@ def test_prioritized_inductor():
         rb_eager.update_priority(info["index"], torch.arange(16.0) + step)
     assert_same_buffer(rb, rb_eager)
     assert_same_priorities(rb, rb_eager, exact=False)
+
+
+def epochs_of(index, items, per_epoch):
+    """The stream of sampled indices cut into epochs, and whether each samples every index once."""
+    index = index[: index.numel() // per_epoch * per_epoch].reshape(-1, per_epoch)
+    once = [
+        bool((epoch.unique().numel() == per_epoch) & (epoch < items).all())
+        for epoch in index
+    ]
+    return index, once
+
+
+@pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
+@pytest.mark.parametrize(
+    "buffer,datatype",
+    [
+        (ReplayBuffer, "tensor"),
+        (ReplayBuffer, "tensordict"),
+        (ReplayBuffer, "pytree"),
+        (TensorDictReplayBuffer, "tensordict"),
+    ],
+)
+def test_without_replacement_epochs(buffer, datatype, drop_last):
+    # a full buffer sampled over epochs: each epoch samples every item once,
+    # every batch has the same size, and the sample holds the sampled rows
+    counter = GraphCounter()
+    items, sample_size = 90, 16  # 16 does not divide 90: batches straddle epochs
+    rb = buffer(
+        storage=LazyTensorStorage(MAX_SIZE),
+        sampler=SamplerWithoutReplacement(drop_last=drop_last),
+        batch_size=sample_size,
+        compile={"backend": counter},
+    )
+    rb.extend(make_batch(datatype, items, 0))
+    indices = []
+    for _ in range(4 * items // sample_size):
+        sample, info = rb.sample(return_info=True)
+        for x, y in zip(leaves(sample), leaves(rb[info["index"]])):
+            assert x.shape[0] == sample_size and (x == y).all()
+        indices.append(info["index"])
+    per_epoch = items // sample_size * sample_size if drop_last else items
+    epochs, once = epochs_of(torch.cat(indices), items, per_epoch)
+    assert len(epochs) >= 3 and all(once)
+    assert counter.graphs == 1  # sample; the only extend ran eagerly
+
+
+@pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
+def test_without_replacement_fullgraph_inductor(drop_last):
+    # the default backend, within the user's fullgraph step: the permutations
+    # are drawn inside the graph (torch.cond); same indices as the eager backend
+    def run(backend):
+        torch.manual_seed(0)
+        torch._dynamo.reset()
+        rb = ReplayBuffer(
+            storage=LazyTensorStorage(50),
+            sampler=SamplerWithoutReplacement(drop_last=drop_last),
+            batch_size=8,
+            compile=True,
+        )
+
+        @torch.compile(backend=backend, fullgraph=True)
+        def step(batch):
+            rb.extend(batch)
+            return rb.sample(return_info=True)[1]["index"]
+
+        @torch.compile(backend=backend, fullgraph=True)
+        def sample():
+            return rb.sample(return_info=True)[1]["index"]
+
+        indices = [step(torch.arange(10.0) + 10 * i) for i in range(5)]
+        # the buffer is full from the fifth call: its permutation starts there
+        return torch.cat(indices[4:] + [sample() for _ in range(30)])
+
+    index = run("inductor")
+    assert (index == run("eager")).all()
+    per_epoch = 48 if drop_last else 50
+    epochs, once = epochs_of(index, 50, per_epoch)
+    assert len(epochs) >= 4 and all(once)
