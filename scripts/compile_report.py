@@ -28,6 +28,7 @@ from rb_compile_cases import (
     is_supported,
     make_batch,
     make_component,
+    make_rollout,
     refusal,
     SAMPLERS,
     STORAGES,
@@ -56,6 +57,9 @@ MAX_SIZE = 1000
 SCRATCH = tempfile.TemporaryDirectory(prefix="compile_report-")
 BATCH = 300  # does not divide MAX_SIZE: the cursor wraps at a new place each lap
 SAMPLE = 256
+# ndim=2 storages: steps of ENVS environments, extended with rollouts of
+# ENVS x BATCH // ENVS (as a collector of ENVS environments gives them)
+ENVS = 4
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,21 @@ class Case:
     datatype: str
     buffer: type = ReplayBuffer
     sampler: type = RandomSampler
+    ndim: int = 1
 
     @property
     def name(self):
         buffer = "" if self.buffer is ReplayBuffer else f"{self.buffer.__name__}-"
+        ndim = "" if self.ndim == 1 else f"-ndim{self.ndim}"
         return (
-            f"{buffer}{self.storage.__name__}-{self.writer.__name__}"
+            f"{buffer}{self.storage.__name__}{ndim}-{self.writer.__name__}"
             f"-{self.sampler.__name__}-{self.datatype}"
         )
+
+    def batch(self, step):
+        if self.ndim == 1:
+            return make_batch(self.datatype, BATCH, step)
+        return make_rollout(self.datatype, ENVS, BATCH // ENVS, step)
 
     @property
     def prioritized(self):
@@ -114,18 +125,36 @@ CASES = [
         TensorDictReplayBuffer,
         PrioritizedSampler,
     ),
+    Case(LazyTensorStorage, RoundRobinWriter, "tensordict", ndim=2),
+    Case(
+        LazyTensorStorage,
+        RoundRobinWriter,
+        "tensordict",
+        sampler=SamplerWithoutReplacement,
+        ndim=2,
+    ),
+    Case(
+        LazyTensorStorage,
+        TensorDictRoundRobinWriter,
+        "tensordict",
+        TensorDictReplayBuffer,
+        PrioritizedSampler,
+        ndim=2,
+    ),
 ]
 
 
 def make_buffer(case, compile):
     if case.storage is TensorStorage:
+        if case.ndim != 1:
+            raise NotImplementedError("no preallocated ndim=2 case in the report")
         storage = TensorStorage(make_batch(case.datatype, MAX_SIZE, 0).zero_())
     elif case.storage is LazyMemmapStorage:
         storage = LazyMemmapStorage(
-            MAX_SIZE, scratch_dir=tempfile.mkdtemp(dir=SCRATCH.name)
+            MAX_SIZE, scratch_dir=tempfile.mkdtemp(dir=SCRATCH.name), ndim=case.ndim
         )
     else:
-        storage = case.storage(MAX_SIZE)
+        storage = case.storage(MAX_SIZE, ndim=case.ndim)
     sampler = make_component("sampler", case.sampler.__name__, MAX_SIZE)
     return case.buffer(
         storage=storage,
@@ -141,10 +170,10 @@ def count_graphs(case, calls):
     counters.clear()
     counter = GraphCounter()
     rb = make_buffer(case, {"backend": counter})
-    rb.extend(make_batch(case.datatype, BATCH, 0))
+    rb.extend(case.batch(0))
     rb.sample()  # the first write and the first sample run eagerly
     for step in range(calls):
-        rb.extend(make_batch(case.datatype, BATCH, step + 1))
+        rb.extend(case.batch(step + 1))
     extend_graphs = counter.graphs
     indices = [rb.sample(return_info=True)[1]["index"] for _ in range(calls)]
     sample_graphs = counter.graphs - extend_graphs
@@ -152,7 +181,7 @@ def count_graphs(case, calls):
         update_graphs = None
     else:
         for step, index in enumerate(indices):
-            rb.update_priority(index, torch.rand(index.shape) + step)
+            rb.update_priority(index, torch.rand(SAMPLE) + step)
         update_graphs = counter.graphs - extend_graphs - sample_graphs
     breaks = sum(counters["graph_break"].values())
     return extend_graphs, sample_graphs, update_graphs, breaks
@@ -168,12 +197,12 @@ def fullgraph_step(case, calls):
         rb.extend(batch)
         sample, info = rb.sample(return_info=True)
         if case.prioritized:
-            rb.update_priority(info["index"], torch.ones(info["index"].shape))
+            rb.update_priority(info["index"], torch.ones(SAMPLE))
         return sample
 
     try:
         for i in range(calls):
-            step(make_batch(case.datatype, BATCH, i))
+            step(case.batch(i))
     except Exception as err:  # reported, not raised: the report covers every case
         reason = str(err).strip().splitlines()[0][:60] if str(err).strip() else ""
         return f"no ({type(err).__name__}: {reason})"
@@ -231,7 +260,7 @@ def time_calls(fn, repeat=7, number=20):
 def timings(case, backend):
     torch._dynamo.reset()
     out = {}
-    batches = [make_batch(case.datatype, BATCH, i) for i in range(8)]
+    batches = [case.batch(i) for i in range(8)]
     for label, compile in (("eager", False), ("compiled", {"backend": backend})):
         rb = make_buffer(case, compile)
         for batch in batches:  # warm up and compile
@@ -313,6 +342,8 @@ def main(argv=None):
         "first call initializes the storage, so 2 graphs are expected.",
         f"Prioritized cases: then {args.calls} calls of update_priority with the "
         "sampled indices; the fullgraph step calls update_priority too.",
+        f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
+        f"extended with rollouts of {ENVS} envs x {BATCH // ENVS} steps.",
     ]
     if not args.no_timing:
         notes.append(

@@ -44,6 +44,18 @@ def make_batch(datatype: str, size: int, step: int):
     raise ValueError(f"unknown datatype {datatype!r}: tensor, tensordict or pytree")
 
 
+def make_rollout(datatype: str, envs: int, steps: int, step: int):
+    """A batch of ``envs`` x ``steps`` elements, envs first (as a collector of ``envs``
+    environments gives it), for a storage with ``ndim=2`` that a buffer extends
+    along its dim 1 (the default ``dim_extend``)."""
+    batch = make_batch(datatype, envs * steps, step)
+    if datatype == "tensordict":
+        return batch.reshape(envs, steps)
+    return torch.utils._pytree.tree_map(
+        lambda leaf: leaf.reshape(envs, steps, *leaf.shape[1:]), batch
+    )
+
+
 # The whole matrix of issue 3: every storage (ndim 1 and 2), writer and sampler.
 # Each component either compiles or is refused at construction; refusals are
 # listed, with the message the buffer gives, by the compile report.
@@ -68,7 +80,7 @@ SAMPLERS = [
 # what the compile mode covers today; everything else is refused
 SUPPORTED = {
     "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
-    "ndim": {1},
+    "ndim": {1, 2},
     "writer": {"RoundRobinWriter", "TensorDictRoundRobinWriter"},
     "sampler": {"RandomSampler", "SamplerWithoutReplacement", "PrioritizedSampler"},
 }

@@ -17,6 +17,7 @@ from conftest import (
 from rb_compile_cases import (
     is_supported,
     make_component,
+    make_rollout,
     refusal,
     SAMPLERS,
     STORAGES,
@@ -36,6 +37,7 @@ from torchrl.data import (
 from torchrl.data.replay_buffers import storages
 from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
+    RandomSampler,
     SamplerWithoutReplacement,
     SliceSampler,
 )
@@ -213,7 +215,6 @@ def test_inductor():
     "kwargs,match",
     [
         [{"storage": ListStorage(10)}, "storage=ListStorage"],
-        [{"storage": LazyTensorStorage(10, ndim=2)}, r"ndim=2"],
         [
             {"storage": LazyTensorStorage(10), "writer": TensorDictMaxValueWriter()},
             "writer=TensorDictMaxValueWriter",
@@ -227,7 +228,7 @@ def test_inductor():
             "prefetch",
         ],
     ],
-    ids=["ListStorage", "ndim2", "MaxValueWriter", "SliceSampler", "prefetch"],
+    ids=["ListStorage", "MaxValueWriter", "SliceSampler", "prefetch"],
 )
 def test_refuses_unsupported(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -309,14 +310,27 @@ def test_matrix_compiles_or_refuses(combination):
         compile={"backend": counter},
     )
     prioritized = sampler == "PrioritizedSampler"
+    # ndim=2: batches of 4 envs x 8 steps, the buffer extends along the steps
+    shape = [30] if ndim == 1 else [4, 8]
     for step in range(6):
-        rb.extend(TensorDict({"obs": torch.full((30, 4), float(step))}, [30]))
+        rb.extend(TensorDict({"obs": torch.full((*shape, 4), float(step))}, shape))
         sample, info = rb.sample(return_info=True)
-        assert ((info["index"] >= 0) & (info["index"] < len(rb))).all()
+        assert_valid_index(info["index"], rb)
         if prioritized:
             rb.update_priority(info["index"], torch.rand(8) + 1)
     # one graph each for extend, sample and update_priority
     assert counter.graphs == 2 + prioritized
+
+
+def assert_valid_index(index, rb):
+    # within the filled part: a tuple of one index per dim for ndim=2 storages
+    storage = rb._storage
+    if storage.ndim == 1:
+        assert ((index >= 0) & (index < len(rb))).all()
+        return
+    assert isinstance(index, tuple) and len(index) == storage.ndim
+    for index_dim, size in zip(index, storage.shape):
+        assert ((index_dim >= 0) & (index_dim < size)).all()
 
 
 def assert_same_priorities(rb, rb_eager, exact=True):
@@ -519,3 +533,192 @@ def test_without_replacement_fullgraph_inductor(drop_last):
     per_epoch = 48 if drop_last else 50
     epochs, once = epochs_of(index, 50, per_epoch)
     assert len(epochs) >= 4 and all(once)
+
+
+# Storages with ndim=2: each element of the storage is a step of ENVS environments,
+# and a buffer extends along the steps (dim_extend=1) with batches of ENVS x steps,
+# as a collector of ENVS environments gives them. A capacity of MAX_SIZE elements
+# is MAX_SIZE // ENVS steps.
+ENVS = 4
+STEPS = 7  # does not divide the 25 steps: the cursor wraps at a new place each lap
+
+NDIM2_CASES = [
+    # buffer, storage, datatype
+    (ReplayBuffer, LazyTensorStorage, "tensor"),
+    (ReplayBuffer, LazyTensorStorage, "tensordict"),
+    (ReplayBuffer, LazyTensorStorage, "pytree"),
+    (ReplayBuffer, LazyMemmapStorage, "tensordict"),
+    (ReplayBuffer, TensorStorage, "pytree"),
+    (TensorDictReplayBuffer, LazyTensorStorage, "tensordict"),
+]
+NDIM2_SAMPLERS = [RandomSampler, SamplerWithoutReplacement, PrioritizedSampler]
+
+
+def make_ndim2_buffer(case, sampler, compile, tmp_path=None, max_size=MAX_SIZE):
+    buffer, storage_type, datatype = case
+    if storage_type is TensorStorage:
+        template = make_rollout(datatype, ENVS, max_size // ENVS, 0)
+        template = torch.utils._pytree.tree_map(
+            lambda leaf: torch.zeros_like(leaf.transpose(0, 1)), template
+        )
+        storage = TensorStorage(template, ndim=2)
+    elif storage_type is LazyMemmapStorage:
+        storage = LazyMemmapStorage(max_size, ndim=2, scratch_dir=tmp_path)
+    else:
+        storage = storage_type(max_size, ndim=2)
+    if sampler is PrioritizedSampler:
+        sampler = PrioritizedSampler(max_size, alpha=0.7, beta=0.5)
+    else:
+        sampler = sampler()
+    writer = TensorDictRoundRobinWriter if buffer is TensorDictReplayBuffer else None
+    return buffer(
+        storage=storage,
+        sampler=sampler,
+        writer=writer() if writer else None,
+        batch_size=16,
+        compile=compile,
+    )
+
+
+def ndim2_id(case):
+    buffer, storage, datatype = case
+    prefix = "" if buffer is ReplayBuffer else f"{buffer.__name__}-"
+    return f"{prefix}{storage.__name__}-{datatype}"
+
+
+@pytest.mark.parametrize("sampler", NDIM2_SAMPLERS, ids=lambda s: s.__name__)
+@pytest.mark.parametrize("case", NDIM2_CASES, ids=ndim2_id)
+def test_ndim2_matches_eager(case, sampler, tmp_path):
+    # extend, sample (and update_priority) over a storage of steps x envs: one
+    # graph each, the contents, writer state (and priorities) of eager mode, and
+    # samples that hold the sampled elements
+    skip_untraceable_memmap(case[1])
+    counter = GraphCounter()
+    rb = make_ndim2_buffer(case, sampler, {"backend": counter}, tmp_path / "c")
+    rb_eager = make_ndim2_buffer(case, sampler, False, tmp_path / "e")
+    datatype = case[2]
+    prioritized = sampler is PrioritizedSampler
+    for step in range(CALLS):
+        batch = make_rollout(datatype, ENVS, STEPS, step)
+        index = rb.extend(batch)
+        index_eager = rb_eager.extend(make_rollout(datatype, ENVS, STEPS, step))
+        assert index.shape == (ENVS * STEPS, 2) and (index == index_eager).all()
+        sample, info = rb.sample(return_info=True)
+        index = info["index"]
+        assert_valid_index(index, rb)
+        expected = rb_eager.storage[index]
+        if isinstance(rb, TensorDictReplayBuffer):
+            assert (sample["index"] == torch.stack(index, -1)).all()
+            sample = sample.exclude("index", "_weight")
+            expected = expected.exclude("index")
+        for x, y in zip(leaves(sample), leaves(expected), strict=True):
+            assert x.shape[0] == 16 and (x == y).all()
+        if prioritized:
+            priority = torch.rand(16) * (step + 1)
+            rb.update_priority(index, priority)
+            rb_eager.update_priority(index, priority)
+            assert_same_priorities(rb, rb_eager)
+    assert len(rb) == MAX_SIZE
+    assert_same_buffer(rb, rb_eager)
+    # extend, sample, update_priority; the first extend and sample ran eagerly
+    assert counter.graphs == 2 + prioritized
+
+
+@pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
+@pytest.mark.parametrize("max_size", [100, 98], ids=["whole-steps", "rounded-up"])
+def test_ndim2_without_replacement_epochs(max_size, drop_last):
+    # the epochs of a full storage of steps x envs sample each element once; a
+    # capacity of 98 elements is rounded up to 25 steps of 4 envs (100) when the
+    # first batch initializes the lazy storage, and the permutations grow with it
+    counter = GraphCounter()
+    rb = ReplayBuffer(
+        storage=LazyTensorStorage(max_size, ndim=2),
+        sampler=SamplerWithoutReplacement(drop_last=drop_last),
+        batch_size=16,
+        compile={"backend": counter},
+    )
+    rb.extend(make_rollout("tensordict", ENVS, 25, 0))
+    assert len(rb) == 100
+    indices = []
+    for _ in range(30):
+        sample, info = rb.sample(return_info=True)
+        step, env = info["index"]
+        assert (sample["obs"] == rb.storage[step, env]["obs"]).all()
+        indices.append(step * ENVS + env)
+    per_epoch = 96 if drop_last else 100
+    epochs, once = epochs_of(torch.cat(indices), 100, per_epoch)
+    assert len(epochs) >= 4 and all(once)
+    # every element is drawn (with drop_last, each epoch leaves 4 out at random)
+    assert set(torch.cat(indices).tolist()) == set(range(100))
+    assert counter.graphs == 1  # sample; the only extend ran eagerly
+
+
+@pytest.mark.parametrize("sampler", NDIM2_SAMPLERS, ids=lambda s: s.__name__)
+def test_ndim2_fullgraph_step(sampler):
+    # built empty, within the user's fullgraph step: extend, sample, update_priority
+    counter = GraphCounter()
+    case = (TensorDictReplayBuffer, LazyTensorStorage, "tensordict")
+    rb = make_ndim2_buffer(case, sampler, True)
+    rb_eager = make_ndim2_buffer(case, sampler, False)
+    prioritized = sampler is PrioritizedSampler
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        sample, info = rb.sample(return_info=True)
+        if prioritized:
+            rb.update_priority(info["index"], sample["obs"][:, 0] + 1)
+        return sample, info
+
+    graphs = []
+    for i in range(CALLS):
+        sample, info = step(make_rollout("tensordict", ENVS, STEPS, i))
+        rb_eager.extend(make_rollout("tensordict", ENVS, STEPS, i))
+        assert_valid_index(info["index"], rb)
+        assert (sample["obs"] == rb_eager.storage[info["index"]]["obs"]).all()
+        if prioritized:
+            rb_eager.update_priority(info["index"], sample["obs"][:, 0] + 1)
+        graphs.append(counter.graphs)
+    # the first call initializes the storage: one recompilation, then none
+    assert graphs[1] <= 2 and graphs[-1] == graphs[1]
+    assert_same_buffer(rb, rb_eager)
+    if prioritized:
+        assert_same_priorities(rb, rb_eager)
+
+
+@pytest.mark.skipif(
+    not TORCH_2_6, reason="torch<2.6 breaks tensordict's graph with dynamic shapes"
+)
+def test_ndim2_dynamic_steps():
+    # rollouts of varying length: one more compilation, with dynamic shapes
+    counter = GraphCounter()
+    case = (ReplayBuffer, LazyTensorStorage, "tensordict")
+    rb = make_ndim2_buffer(case, RandomSampler, {"backend": counter})
+    rb_eager = make_ndim2_buffer(case, RandomSampler, False)
+    for step, steps in enumerate([7, 7, 3, 7, 5, 2, 7, 6, 7, 4]):
+        rb.extend(make_rollout("tensordict", ENVS, steps, step))
+        rb_eager.extend(make_rollout("tensordict", ENVS, steps, step))
+    assert counter.graphs == 2
+    assert_same_buffer(rb, rb_eager)
+
+
+@pytest.mark.parametrize(
+    "sampler", [SamplerWithoutReplacement, PrioritizedSampler], ids=lambda s: s.__name__
+)
+def test_ndim2_inductor(sampler):
+    # the default backend on storages of steps x envs: it lowers, and agrees with eager
+    case = (ReplayBuffer, LazyTensorStorage, "tensordict")
+    rb = make_ndim2_buffer(case, sampler, True)
+    rb_eager = make_ndim2_buffer(case, sampler, False)
+    for step in range(6):
+        rb.extend(make_rollout("tensordict", ENVS, STEPS, step))
+        rb_eager.extend(make_rollout("tensordict", ENVS, STEPS, step))
+        sample, info = rb.sample(return_info=True)
+        assert_valid_index(info["index"], rb)
+        assert (sample["obs"] == rb_eager.storage[info["index"]]["obs"]).all()
+        if sampler is PrioritizedSampler:
+            rb.update_priority(info["index"], torch.arange(16.0) + step)
+            rb_eager.update_priority(info["index"], torch.arange(16.0) + step)
+    assert_same_buffer(rb, rb_eager)
+    if sampler is PrioritizedSampler:
+        assert_same_priorities(rb, rb_eager, exact=False)
