@@ -722,3 +722,36 @@ def test_ndim2_inductor(sampler):
     assert_same_buffer(rb, rb_eager)
     if sampler is PrioritizedSampler:
         assert_same_priorities(rb, rb_eager, exact=False)
+
+
+def test_ndim2_fullgraph_rounded_capacity():
+    # within the user's fullgraph step, the first batch initializes a storage of
+    # 98 elements, which rounds it up to 25 steps of 4 envs: the length (100, as
+    # eager mode's) and the permutations of the sampler follow
+    counter = GraphCounter()
+    rb = ReplayBuffer(
+        storage=LazyTensorStorage(98, ndim=2),
+        sampler=SamplerWithoutReplacement(),
+        batch_size=16,
+        compile=True,
+    )
+    rb_eager = ReplayBuffer(storage=LazyTensorStorage(98, ndim=2), batch_size=16)
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        return rb.sample(return_info=True)[1]["index"]
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def sample():
+        return rb.sample(return_info=True)[1]["index"]
+
+    indices = [step(make_rollout("tensordict", ENVS, 25, 0))]
+    rb_eager.extend(make_rollout("tensordict", ENVS, 25, 0))
+    assert len(rb) == len(rb_eager) == 100
+    indices += [sample() for _ in range(30)]
+    flat = torch.cat([steps * ENVS + envs for steps, envs in indices])
+    epochs, once = epochs_of(flat, 100, 100)
+    assert len(epochs) >= 4 and all(once)
+    assert counter.graphs == 2
+    assert_same_buffer(rb, rb_eager)
