@@ -457,6 +457,22 @@ def test_prioritized_inductor():
     assert_same_priorities(rb, rb_eager, exact=False)
 
 
+def fullgraph_index_fns(rb, backend):
+    """Two functions of the user's, compiled with fullgraph=True: extend then sample, and
+    sample alone; both return the sampled index."""
+
+    @torch.compile(backend=backend, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        return rb.sample(return_info=True)[1]["index"]
+
+    @torch.compile(backend=backend, fullgraph=True)
+    def sample():
+        return rb.sample(return_info=True)[1]["index"]
+
+    return step, sample
+
+
 def epochs_of(index, items, per_epoch):
     """The stream of sampled indices cut into epochs, and whether each samples every index once."""
     index = index[: index.numel() // per_epoch * per_epoch].reshape(-1, per_epoch)
@@ -514,16 +530,7 @@ def test_without_replacement_fullgraph_inductor(drop_last):
             batch_size=8,
             compile=True,
         )
-
-        @torch.compile(backend=backend, fullgraph=True)
-        def step(batch):
-            rb.extend(batch)
-            return rb.sample(return_info=True)[1]["index"]
-
-        @torch.compile(backend=backend, fullgraph=True)
-        def sample():
-            return rb.sample(return_info=True)[1]["index"]
-
+        step, sample = fullgraph_index_fns(rb, backend)
         indices = [step(torch.arange(10.0) + 10 * i) for i in range(5)]
         # the buffer is full from the fifth call: its permutation starts there
         return torch.cat(indices[4:] + [sample() for _ in range(30)])
@@ -736,16 +743,7 @@ def test_ndim2_fullgraph_rounded_capacity():
         compile=True,
     )
     rb_eager = ReplayBuffer(storage=LazyTensorStorage(98, ndim=2), batch_size=16)
-
-    @torch.compile(backend=counter, fullgraph=True)
-    def step(batch):
-        rb.extend(batch)
-        return rb.sample(return_info=True)[1]["index"]
-
-    @torch.compile(backend=counter, fullgraph=True)
-    def sample():
-        return rb.sample(return_info=True)[1]["index"]
-
+    step, sample = fullgraph_index_fns(rb, counter)
     indices = [step(make_rollout("tensordict", ENVS, 25, 0))]
     rb_eager.extend(make_rollout("tensordict", ENVS, 25, 0))
     assert len(rb) == len(rb_eager) == 100
