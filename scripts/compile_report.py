@@ -46,6 +46,7 @@ from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
     RandomSampler,
     SamplerWithoutReplacement,
+    SliceSampler,
 )
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
@@ -139,6 +140,15 @@ CASES = [
         "tensordict",
         TensorDictReplayBuffer,
         PrioritizedSampler,
+        ndim=2,
+    ),
+    Case(LazyTensorStorage, RoundRobinWriter, "tensordict", sampler=SliceSampler),
+    Case(
+        LazyTensorStorage,
+        TensorDictRoundRobinWriter,
+        "tensordict",
+        TensorDictReplayBuffer,
+        SliceSampler,
         ndim=2,
     ),
 ]
@@ -344,6 +354,10 @@ def main(argv=None):
         "sampled indices; the fullgraph step calls update_priority too.",
         f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
         f"extended with rollouts of {ENVS} envs x {BATCH // ENVS} steps.",
+        "SliceSampler cases: slices of 4 steps (64 per sample) of trajectories "
+        "of 7 steps (next/done every 7 elements). Slice samplers read the "
+        "trajectories from a tensordict storage: with tensor or pytree batches "
+        "they fail at the base already, so the report runs tensordicts.",
     ]
     if not args.no_timing:
         notes.append(

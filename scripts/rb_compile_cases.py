@@ -23,6 +23,7 @@ def make_batch(datatype: str, size: int, step: int):
     """A batch whose values tell which call wrote it; tensordicts and pytrees mix dtypes.
 
     ``datatype`` is ``"tensor"``, ``"tensordict"`` or ``"pytree"`` (nested dicts).
+    ``("next", "done")`` ends a trajectory every 7 elements.
     """
     obs = torch.full((size, 4), float(step)) + torch.arange(size)[:, None]
     if datatype == "tensor":
@@ -82,14 +83,20 @@ SUPPORTED = {
     "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
     "ndim": {1, 2},
     "writer": {"RoundRobinWriter", "TensorDictRoundRobinWriter"},
-    "sampler": {"RandomSampler", "SamplerWithoutReplacement", "PrioritizedSampler"},
+    "sampler": {
+        "RandomSampler",
+        "SamplerWithoutReplacement",
+        "PrioritizedSampler",
+        "SliceSampler",
+    },
 }
 
 
 def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
     """An instance of a storage, writer or sampler of the matrix, by name.
 
-    A LazyMemmapStorage gets no scratch_dir: its files are temporary ones.
+    A LazyMemmapStorage gets no scratch_dir: its files are temporary ones. Slice
+    samplers draw slices of 4 steps (the trajectories of make_batch have 7).
     """
     from torchrl.data.replay_buffers import samplers, storages, writers
 
@@ -99,7 +106,9 @@ def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
             return cls(max_size)
         if name == "TensorStorage":
             shape = [max_size] if ndim == 1 else [max_size // 4, 4]
-            return cls(TensorDict({"obs": torch.zeros(*shape, 4)}, shape), ndim=ndim)
+            done = torch.zeros(*shape, 1, dtype=torch.bool)
+            data = {"obs": torch.zeros(*shape, 4), "next": {"done": done}}
+            return cls(TensorDict(data, shape), ndim=ndim)
         return cls(max_size, ndim=ndim)
     if kind == "writer":
         return getattr(writers, name)()
@@ -107,9 +116,9 @@ def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
     if name == "PrioritizedSampler":
         return cls(max_size, alpha=0.7, beta=0.5)
     if name == "PrioritizedSliceSampler":
-        return cls(max_size, alpha=0.7, beta=0.5, num_slices=2)
+        return cls(max_size, alpha=0.7, beta=0.5, slice_len=4)
     if name.startswith("Slice"):
-        return cls(num_slices=2)
+        return cls(slice_len=4)
     return cls()
 
 

@@ -40,6 +40,7 @@ from torchrl.data.replay_buffers.samplers import (
     RandomSampler,
     SamplerWithoutReplacement,
     SliceSampler,
+    SliceSamplerWithoutReplacement,
 )
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
@@ -220,15 +221,31 @@ def test_inductor():
             "writer=TensorDictMaxValueWriter",
         ],
         [
-            {"storage": LazyTensorStorage(10), "sampler": SliceSampler(num_slices=2)},
-            "sampler=SliceSampler",
+            {
+                "storage": LazyTensorStorage(10),
+                "sampler": SliceSamplerWithoutReplacement(num_slices=2),
+            },
+            "sampler=SliceSamplerWithoutReplacement",
+        ],
+        [
+            {
+                "storage": LazyTensorStorage(10),
+                "sampler": SliceSampler(num_slices=2, strict_length=False),
+            },
+            r"sampler=SliceSampler \(with strict_length=False; expected",
         ],
         [
             {"storage": LazyTensorStorage(10), "prefetch": 2, "batch_size": 2},
             "prefetch",
         ],
     ],
-    ids=["ListStorage", "MaxValueWriter", "SliceSampler", "prefetch"],
+    ids=[
+        "ListStorage",
+        "MaxValueWriter",
+        "SliceSamplerWithoutReplacement",
+        "SliceSampler-not-strict",
+        "prefetch",
+    ],
 )
 def test_refuses_unsupported(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -312,8 +329,11 @@ def test_matrix_compiles_or_refuses(combination):
     prioritized = sampler == "PrioritizedSampler"
     # ndim=2: batches of 4 envs x 8 steps, the buffer extends along the steps
     shape = [30] if ndim == 1 else [4, 8]
+    # trajectories of 7 steps at most, for the slice samplers
+    done = (torch.arange(torch.Size(shape).numel()) % 7 == 0).reshape(*shape, 1)
     for step in range(6):
-        rb.extend(TensorDict({"obs": torch.full((*shape, 4), float(step))}, shape))
+        obs = torch.full((*shape, 4), float(step))
+        rb.extend(TensorDict({"obs": obs, "next": {"done": done}}, shape))
         sample, info = rb.sample(return_info=True)
         assert_valid_index(info["index"], rb)
         if prioritized:
@@ -324,7 +344,10 @@ def test_matrix_compiles_or_refuses(combination):
 
 def assert_valid_index(index, rb):
     # within the filled part: a tuple of one index per dim for ndim=2 storages
+    # (and for slice samplers)
     storage = rb._storage
+    if storage.ndim == 1 and isinstance(index, tuple):
+        (index,) = index
     if storage.ndim == 1:
         assert ((index >= 0) & (index < len(rb))).all()
         return
@@ -753,3 +776,170 @@ def test_ndim2_fullgraph_rounded_capacity():
     assert len(epochs) >= 4 and all(once)
     assert counter.graphs == 2
     assert_same_buffer(rb, rb_eager)
+
+
+# SliceSampler: trajectories of 1 to 12 steps, found from their "episode" ids
+# or from ("next", "done"), written over several laps of the storage
+
+
+def make_trajectories(envs, steps, step, key):
+    """A batch of envs x steps (of steps alone with envs=None) holding trajectories.
+
+    Each trajectory has an "episode" id of its own; ``key`` is the entry the
+    sampler finds them with: "episode" or "done" (then ("next", "done") marks
+    the last step of each).
+    """
+    generator = torch.Generator().manual_seed(step)
+    ends = torch.rand(envs or 1, steps, generator=generator) < 0.2
+    episode = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], 1).cumsum(1)
+    episode = episode + 100 * torch.arange(envs or 1)[:, None] + 1000 * step
+    data = {"obs": torch.rand(envs or 1, steps, 3, generator=generator)}
+    if key == "episode":
+        data["episode"] = episode
+    else:
+        data["next"] = {"done": ends[..., None]}
+    batch = TensorDict(data, [envs or 1, steps])
+    return batch if envs else batch[0]
+
+
+def slice_probabilities(rb_eager, slice_len):
+    """The probability of each slice start of eager mode's SliceSampler.
+
+    A trajectory is drawn uniformly among those at least slice_len long, then a
+    start uniformly within it.
+    """
+    start, _, lengths = rb_eager.sampler._get_stop_and_length(rb_eager.storage)
+    steps = rb_eager.storage.shape[0]
+    long_enough = lengths >= slice_len
+    trajectories = long_enough.sum().item()
+    probabilities = {}
+    for first, length in zip(
+        start[long_enough].tolist(), lengths[long_enough].tolist()
+    ):
+        for shift in range(length - slice_len + 1):
+            key = ((first[0] + shift) % steps, *first[1:])
+            probabilities[key] = 1 / trajectories / (length - slice_len + 1)
+    return probabilities
+
+
+def assert_slices_in_trajectories(rb, index, slice_len, key):
+    # consecutive steps of one env, within one trajectory
+    index = torch.stack(index, -1).view(-1, slice_len, len(index))
+    steps = len(rb) // (rb.storage._total_shape[1:].numel())
+    assert ((index[:, 1:, 0] - index[:, :-1, 0]) % steps == 1).all()
+    assert (index[:, 1:, 1:] == index[:, :1, 1:]).all()
+    data = rb.storage[tuple(index.flatten(0, 1).unbind(-1))]
+    if key == "episode":
+        episode = data["episode"].view(-1, slice_len)
+        assert (episode == episode[:, :1]).all()
+    else:
+        assert not data["next", "done"].view(-1, slice_len)[:, :-1].any()
+
+
+@pytest.mark.parametrize("key", ["episode", "done"])
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_slice_sampler_distribution(ndim, key):
+    # the compiled sampler draws each slice start with eager mode's probability,
+    # on a storage that the trajectories fill and wrap (and span the end of)
+    counter = GraphCounter()
+    envs = None if ndim == 1 else 3
+    rb, rb_eager = (
+        ReplayBuffer(
+            storage=LazyTensorStorage(90, ndim=ndim),
+            sampler=SliceSampler(slice_len=3, traj_key="episode"),
+            batch_size=300,
+            compile=compile,
+        )
+        for compile in ({"backend": counter}, False)
+    )
+    for step in range(4):
+        batch = make_trajectories(envs, 40 if ndim == 1 else 13, step, key)
+        rb.extend(batch)
+        rb_eager.extend(batch)
+        if step == 0:
+            rb.sample()  # the first sample runs eagerly
+    assert_same_buffer(rb, rb_eager)
+    probabilities = slice_probabilities(rb_eager, 3)
+    counts = dict.fromkeys(probabilities, 0)
+    for _ in range(20):
+        index = rb.sample(return_info=True)[1]["index"]
+        assert_slices_in_trajectories(rb, index, 3, key)
+        for first in torch.stack(index, -1)[::3].tolist():
+            counts[tuple(first)] += 1  # a KeyError if eager mode cannot draw it
+    for start, p in probabilities.items():
+        assert abs(counts[start] - 2000 * p) < 5 * (2000 * p * (1 - p)) ** 0.5
+    assert counter.graphs == 2  # extend and sample
+
+
+@pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_slice_sampler_fullgraph_step(ndim, buffer):
+    # extend and sample within the user's fullgraph compile
+    counter = GraphCounter()
+    envs = None if ndim == 1 else 3
+    writer = RoundRobinWriter if buffer is ReplayBuffer else TensorDictRoundRobinWriter
+    rb, rb_eager = (
+        buffer(
+            storage=LazyTensorStorage(90, ndim=ndim),
+            writer=writer(),
+            sampler=SliceSampler(slice_len=2),
+            batch_size=16,
+            compile=compile,
+        )
+        for compile in (True, False)
+    )
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        return rb.sample(return_info=True)
+
+    for i in range(CALLS):
+        batch = make_trajectories(envs, 40 if ndim == 1 else 13, i, "done")
+        sample, info = step(batch)
+        rb_eager.extend(batch)
+        assert_slices_in_trajectories(rb, info["index"], 2, "done")
+        truncated = info["next", "truncated"].view(-1, 2)
+        assert (truncated == torch.tensor([False, True])).all()
+        if buffer is TensorDictReplayBuffer:
+            assert (sample["next", "truncated"] == info["next", "truncated"]).all()
+    # the first call initializes the storage: one recompilation, then none
+    assert counter.graphs == 2
+    assert_same_buffer(rb, rb_eager)
+
+
+def test_slice_sampler_inductor():
+    # the default backend: it lowers, and its slices stay within trajectories
+    rb, rb_eager = (
+        ReplayBuffer(
+            storage=LazyTensorStorage(90, ndim=2),
+            sampler=SliceSampler(num_slices=4, traj_key="episode"),
+            batch_size=16,
+            compile=compile,
+        )
+        for compile in (True, False)
+    )
+    for step in range(6):
+        batch = make_trajectories(3, 13, step, "episode")
+        rb.extend(batch)
+        rb_eager.extend(batch)
+        sample, info = rb.sample(return_info=True)
+        assert_slices_in_trajectories(rb, info["index"], 4, "episode")
+        assert (sample["obs"] == rb_eager.storage[info["index"]]["obs"]).all()
+    assert_same_buffer(rb, rb_eager)
+
+
+def test_slice_sampler_too_short():
+    # no trajectory as long as a slice: the RuntimeError of eager mode, raised
+    # after the compiled sample; a shorter slice is then drawn
+    rb = ReplayBuffer(
+        storage=LazyTensorStorage(MAX_SIZE),
+        sampler=SliceSampler(num_slices=2),
+        batch_size=16,
+        compile={"backend": GraphCounter()},
+    )
+    rb.extend(make_batch("tensordict", BATCH, 0))  # trajectories of 7 steps at most
+    for _ in range(2):  # the first sample runs eagerly, the second compiled
+        with pytest.raises(RuntimeError, match="single trajectory with sufficient"):
+            rb.sample()
+    assert_valid_index(rb.sample(8, return_info=True)[1]["index"], rb)
