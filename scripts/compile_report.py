@@ -47,6 +47,7 @@ from torchrl.data.replay_buffers.samplers import (
     RandomSampler,
     SamplerWithoutReplacement,
     SliceSampler,
+    SliceSamplerWithoutReplacement,
 )
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
@@ -150,6 +151,12 @@ CASES = [
         TensorDictReplayBuffer,
         SliceSampler,
         ndim=2,
+    ),
+    Case(
+        LazyTensorStorage,
+        RoundRobinWriter,
+        "tensordict",
+        sampler=SliceSamplerWithoutReplacement,
     ),
 ]
 
@@ -354,7 +361,7 @@ def main(argv=None):
         "sampled indices; the fullgraph step calls update_priority too.",
         f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
         f"extended with rollouts of {ENVS} envs x {BATCH // ENVS} steps.",
-        "SliceSampler cases: slices of 4 steps (64 per sample) of trajectories "
+        "SliceSampler(WithoutReplacement) cases: slices of 4 steps (64 per sample) of trajectories "
         "of 7 steps (next/done every 7 elements). Slice samplers read the "
         "trajectories from a tensordict storage: with tensor or pytree batches "
         "they fail at the base already, so the report runs tensordicts.",

@@ -88,6 +88,7 @@ SUPPORTED = {
         "SamplerWithoutReplacement",
         "PrioritizedSampler",
         "SliceSampler",
+        "SliceSamplerWithoutReplacement",
     },
 }
 

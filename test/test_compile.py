@@ -37,6 +37,7 @@ from torchrl.data import (
 from torchrl.data.replay_buffers import storages
 from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
+    PrioritizedSliceSampler,
     RandomSampler,
     SamplerWithoutReplacement,
     SliceSampler,
@@ -199,6 +200,31 @@ def test_extend_dynamic_batch_size():
     assert_same_buffer(rb, rb_eager)
 
 
+@pytest.mark.skipif(
+    not TORCH_2_6, reason="torch<2.6 breaks tensordict's graph with dynamic shapes"
+)
+@pytest.mark.parametrize("sampler", sorted(SUPPORTED["sampler"]))
+def test_sample_dynamic_batch_size(sampler):
+    # batch sizes that change from call to call: one more compilation, where
+    # the batch size is dynamic, then none; the samples are the storage's
+    counter = GraphCounter()
+    rb = ReplayBuffer(
+        storage=LazyTensorStorage(MAX_SIZE),
+        sampler=make_component("sampler", sampler, MAX_SIZE),
+        compile={"backend": counter},
+    )
+    for step in range(3):
+        rb.extend(make_batch("tensordict", BATCH, step))
+    for batch_size in [16, 16, 24, 8, 32, 12, 20]:  # slices of 4 steps
+        sample, info = rb.sample(batch_size, return_info=True)
+        assert sample.shape == (batch_size,)
+        assert_valid_index(info["index"], rb)
+        for x, y in zip(leaves(sample), leaves(rb[info["index"]])):
+            assert (x == y).all()
+    # extend (once compiled, then run again) and sample: 2 graphs for sample
+    assert counter.graphs == 3
+
+
 def test_inductor():
     # the default backend, on the reference case: it compiles, and agrees with eager
     rb = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE), batch_size=16, compile=True)
@@ -223,9 +249,18 @@ def test_inductor():
         [
             {
                 "storage": LazyTensorStorage(10),
-                "sampler": SliceSamplerWithoutReplacement(num_slices=2),
+                "sampler": PrioritizedSliceSampler(10, 0.7, 0.5, num_slices=2),
             },
-            "sampler=SliceSamplerWithoutReplacement",
+            "sampler=PrioritizedSliceSampler",
+        ],
+        [
+            {
+                "storage": LazyTensorStorage(10),
+                "sampler": SliceSamplerWithoutReplacement(
+                    num_slices=2, strict_length=False
+                ),
+            },
+            r"sampler=SliceSamplerWithoutReplacement \(with strict_length=False;",
         ],
         [
             {
@@ -242,7 +277,8 @@ def test_inductor():
     ids=[
         "ListStorage",
         "MaxValueWriter",
-        "SliceSamplerWithoutReplacement",
+        "PrioritizedSliceSampler",
+        "SliceSamplerWithoutReplacement-not-strict",
         "SliceSampler-not-strict",
         "prefetch",
     ],
@@ -871,9 +907,10 @@ def test_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 2  # extend and sample
 
 
+@pytest.mark.parametrize("sampler", [SliceSampler, SliceSamplerWithoutReplacement])
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
 @pytest.mark.parametrize("ndim", [1, 2])
-def test_slice_sampler_fullgraph_step(ndim, buffer):
+def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
     # extend and sample within the user's fullgraph compile
     counter = GraphCounter()
     envs = None if ndim == 1 else 3
@@ -882,7 +919,7 @@ def test_slice_sampler_fullgraph_step(ndim, buffer):
         buffer(
             storage=LazyTensorStorage(90, ndim=ndim),
             writer=writer(),
-            sampler=SliceSampler(slice_len=2),
+            sampler=sampler(slice_len=2),
             batch_size=16,
             compile=compile,
         )
@@ -908,12 +945,13 @@ def test_slice_sampler_fullgraph_step(ndim, buffer):
     assert_same_buffer(rb, rb_eager)
 
 
-def test_slice_sampler_inductor():
+@pytest.mark.parametrize("sampler", [SliceSampler, SliceSamplerWithoutReplacement])
+def test_slice_sampler_inductor(sampler):
     # the default backend: it lowers, and its slices stay within trajectories
     rb, rb_eager = (
         ReplayBuffer(
             storage=LazyTensorStorage(90, ndim=2),
-            sampler=SliceSampler(num_slices=4, traj_key="episode"),
+            sampler=sampler(num_slices=4, traj_key="episode"),
             batch_size=16,
             compile=compile,
         )
@@ -943,3 +981,63 @@ def test_slice_sampler_too_short():
         with pytest.raises(RuntimeError, match="single trajectory with sufficient"):
             rb.sample()
     assert_valid_index(rb.sample(8, return_info=True)[1]["index"], rb)
+
+
+def trajectory_of_positions(rb_eager, slice_len):
+    """The trajectory of each storage position, from eager mode's: its start,
+    for the trajectories at least slice_len long, and the set of these starts.
+    """
+    start, _, lengths = rb_eager.sampler._get_stop_and_length(rb_eager.storage)
+    steps = rb_eager.storage.shape[0]
+    trajectory = {}
+    for first, length in zip(start.tolist(), lengths.tolist()):
+        if length >= slice_len:
+            for shift in range(length):
+                trajectory[((first[0] + shift) % steps, *first[1:])] = tuple(first)
+    return trajectory, set(trajectory.values())
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("key", ["episode", "done"])
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_slice_without_replacement_epochs(ndim, key, drop_last):
+    # on a storage the trajectories wrapped, each epoch samples every trajectory
+    # at least as long as a slice once (eager mode's trajectories), and none of
+    # the shorter ones; the batches keep their size
+    counter = GraphCounter()
+    envs = None if ndim == 1 else 3
+    rb, rb_eager = (
+        ReplayBuffer(
+            storage=LazyTensorStorage(90, ndim=ndim),
+            sampler=SliceSamplerWithoutReplacement(
+                num_slices=5, traj_key="episode", drop_last=drop_last
+            ),
+            batch_size=15,
+            compile=compile,
+        )
+        for compile in ({"backend": counter}, False)
+    )
+    for step in range(4):
+        batch = make_trajectories(envs, 40 if ndim == 1 else 13, step, key)
+        rb.extend(batch)
+        rb_eager.extend(batch)
+    assert_same_buffer(rb, rb_eager)
+    trajectory, long_enough = trajectory_of_positions(rb_eager, 3)
+    per_epoch = len(long_enough) // 5 * 5 if drop_last else len(long_enough)
+    sampled, ran_out = [], []
+    for _ in range(3 * per_epoch // 5 + 2):
+        index = rb.sample(return_info=True)[1]["index"]
+        assert_slices_in_trajectories(rb, index, 3, key)
+        first = torch.stack(index, -1)[::3].tolist()
+        assert all(tuple(position) in trajectory for position in first)
+        sampled += [trajectory[tuple(position)] for position in first]
+        ran_out.append(rb.sampler.ran_out)
+    for epoch in range(3):
+        trajectories = sampled[epoch * per_epoch : (epoch + 1) * per_epoch]
+        assert len(set(trajectories)) == per_epoch
+    ends = torch.arange(1, len(ran_out) + 1) * 5
+    if drop_last:
+        assert ran_out == (ends % per_epoch == 0).tolist()
+    else:
+        assert ran_out == ((ends - 5) // per_epoch != ends // per_epoch).tolist()
+    assert counter.graphs == 2  # extend and sample
