@@ -361,10 +361,11 @@ def main(argv=None):
         "sampled indices; the fullgraph step calls update_priority too.",
         f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
         f"extended with rollouts of {ENVS} envs x {BATCH // ENVS} steps.",
-        "SliceSampler(WithoutReplacement) cases: slices of 4 steps (64 per sample) of trajectories "
-        "of 7 steps (next/done every 7 elements). Slice samplers read the "
-        "trajectories from a tensordict storage: with tensor or pytree batches "
-        "they fail at the base already, so the report runs tensordicts.",
+        "SliceSampler(WithoutReplacement) cases: slices of 4 steps (64 per "
+        "sample) of trajectories of 7 steps (next/done every 7 elements). Slice "
+        "samplers read the trajectories from a tensordict storage: with tensor "
+        "or pytree batches they fail at the base already, so the report runs "
+        "tensordicts.",
     ]
     if not args.no_timing:
         notes.append(
