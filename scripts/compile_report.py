@@ -44,6 +44,7 @@ from torchrl.data import (
 )
 from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
+    PrioritizedSliceSampler,
     RandomSampler,
     SamplerWithoutReplacement,
     SliceSampler,
@@ -89,7 +90,7 @@ class Case:
 
     @property
     def prioritized(self):
-        return self.sampler is PrioritizedSampler
+        return issubclass(self.sampler, PrioritizedSampler)
 
 
 CASES = [
@@ -157,6 +158,13 @@ CASES = [
         RoundRobinWriter,
         "tensordict",
         sampler=SliceSamplerWithoutReplacement,
+    ),
+    Case(
+        LazyTensorStorage,
+        TensorDictRoundRobinWriter,
+        "tensordict",
+        TensorDictReplayBuffer,
+        PrioritizedSliceSampler,
     ),
 ]
 
@@ -361,7 +369,7 @@ def main(argv=None):
         "sampled indices; the fullgraph step calls update_priority too.",
         f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
         f"extended with rollouts of {ENVS} envs x {BATCH // ENVS} steps.",
-        "SliceSampler(WithoutReplacement) cases: slices of 4 steps (64 per "
+        "Slice sampler cases: slices of 4 steps (64 per "
         "sample) of trajectories of 7 steps (next/done every 7 elements). Slice "
         "samplers read the trajectories from a tensordict storage: with tensor "
         "or pytree batches they fail at the base already, so the report runs "

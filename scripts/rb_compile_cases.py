@@ -89,6 +89,7 @@ SUPPORTED = {
         "PrioritizedSampler",
         "SliceSampler",
         "SliceSamplerWithoutReplacement",
+        "PrioritizedSliceSampler",
     },
 }
 

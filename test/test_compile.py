@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from conftest import (
@@ -249,9 +250,11 @@ def test_inductor():
         [
             {
                 "storage": LazyTensorStorage(10),
-                "sampler": PrioritizedSliceSampler(10, 0.7, 0.5, num_slices=2),
+                "sampler": PrioritizedSliceSampler(
+                    10, 0.7, 0.5, num_slices=2, strict_length=False
+                ),
             },
-            "sampler=PrioritizedSliceSampler",
+            r"sampler=PrioritizedSliceSampler \(with strict_length=False;",
         ],
         [
             {
@@ -277,7 +280,7 @@ def test_inductor():
     ids=[
         "ListStorage",
         "MaxValueWriter",
-        "PrioritizedSliceSampler",
+        "PrioritizedSliceSampler-not-strict",
         "SliceSamplerWithoutReplacement-not-strict",
         "SliceSampler-not-strict",
         "prefetch",
@@ -362,7 +365,7 @@ def test_matrix_compiles_or_refuses(combination):
         batch_size=8,
         compile={"backend": counter},
     )
-    prioritized = sampler == "PrioritizedSampler"
+    prioritized = sampler.startswith("Prioritized")
     # ndim=2: batches of 4 envs x 8 steps, the buffer extends along the steps
     shape = [30] if ndim == 1 else [4, 8]
     # trajectories of 7 steps at most, for the slice samplers
@@ -460,15 +463,16 @@ def test_prioritized_distribution():
     assert ((counts[:items] - expected).abs() < 6 * expected.sqrt()).all()
 
 
+@pytest.mark.parametrize("sampler", ["PrioritizedSampler", "PrioritizedSliceSampler"])
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
-def test_prioritized_fullgraph_step(buffer):
+def test_prioritized_fullgraph_step(buffer, sampler):
     # extend, sample and update_priority within the user's fullgraph compile
     counter = GraphCounter()
 
     def make(compile):
         return buffer(
             storage=LazyTensorStorage(MAX_SIZE),
-            sampler=PrioritizedSampler(MAX_SIZE, alpha=0.7, beta=0.5),
+            sampler=make_component("sampler", sampler, MAX_SIZE),
             compile=compile,
         )
 
@@ -838,14 +842,16 @@ def make_trajectories(envs, steps, step, key):
     return batch if envs else batch[0]
 
 
-def slice_probabilities(rb_eager, slice_len):
-    """The probability of each slice start of eager mode's SliceSampler.
+def slice_probabilities(rb_eager, slice_len, priorities=None):
+    """The probability of each slice start, from eager mode's trajectories.
 
-    A trajectory is drawn uniformly among those at least slice_len long, then a
-    start uniformly within it.
+    SliceSampler: a trajectory is drawn uniformly among those at least slice_len
+    long, then a start uniformly within it. PrioritizedSliceSampler (given the
+    priorities of the storage positions, flat): a start with its priority among
+    the steps a whole slice can start from.
     """
     start, _, lengths = rb_eager.sampler._get_stop_and_length(rb_eager.storage)
-    steps = rb_eager.storage.shape[0]
+    shape = tuple(rb_eager.storage.shape)
     long_enough = lengths >= slice_len
     trajectories = long_enough.sum().item()
     probabilities = {}
@@ -853,8 +859,14 @@ def slice_probabilities(rb_eager, slice_len):
         start[long_enough].tolist(), lengths[long_enough].tolist()
     ):
         for shift in range(length - slice_len + 1):
-            key = ((first[0] + shift) % steps, *first[1:])
-            probabilities[key] = 1 / trajectories / (length - slice_len + 1)
+            key = ((first[0] + shift) % shape[0], *first[1:])
+            if priorities is None:
+                probabilities[key] = 1 / trajectories / (length - slice_len + 1)
+            else:
+                probabilities[key] = priorities[np.ravel_multi_index(key, shape)]
+    if priorities is not None:
+        total = sum(probabilities.values())
+        probabilities = {key: p / total for key, p in probabilities.items()}
     return probabilities
 
 
@@ -880,13 +892,21 @@ def lap_of_trajectories(ndim, step, key):
     )
 
 
+def slice_sampler(sampler_type, **kwargs):
+    """A slice sampler for a storage of 90 elements (a PrioritizedSliceSampler
+    takes its capacity and exponents first)."""
+    if sampler_type is PrioritizedSliceSampler:
+        return sampler_type(90, alpha=0.7, beta=0.5, **kwargs)
+    return sampler_type(**kwargs)
+
+
 def slice_buffer_pair(ndim, counter, batch_size, sampler_type, **sampler_kwargs):
     """Two ReplayBuffers over storages of 90 elements with the same slice sampler: one
     compiled with the counter as backend, one eager."""
     return tuple(
         ReplayBuffer(
             storage=LazyTensorStorage(90, ndim=ndim),
-            sampler=sampler_type(**sampler_kwargs),
+            sampler=slice_sampler(sampler_type, **sampler_kwargs),
             batch_size=batch_size,
             compile=compile,
         )
@@ -920,6 +940,46 @@ def test_slice_sampler_distribution(ndim, key):
     for start, p in probabilities.items():
         assert abs(counts[start] - 2000 * p) < 5 * (2000 * p * (1 - p)) ** 0.5
     assert counter.graphs == 2  # extend and sample
+
+
+@pytest.mark.parametrize("key", ["episode", "done"])
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_prioritized_slice_sampler_distribution(ndim, key):
+    # the compiled PrioritizedSliceSampler draws each slice start with its
+    # priority among the steps a whole slice can start from (in eager mode's
+    # trajectories), and weighs it against the least priority of all steps
+    counter = GraphCounter()
+    rb, rb_eager = slice_buffer_pair(
+        ndim, counter, 300, PrioritizedSliceSampler, slice_len=3, traj_key="episode"
+    )
+    for step in range(4):
+        batch = lap_of_trajectories(ndim, step, key)
+        rb.extend(batch)
+        rb_eager.extend(batch)
+        if step == 0:
+            rb.sample()  # the first sample runs eagerly
+    shape = tuple(rb.storage.shape)
+    positions = torch.stack(torch.unravel_index(torch.arange(90), shape), -1)
+    priority = torch.rand(90) + 0.1
+    rb.update_priority(positions, priority)
+    rb_eager.update_priority(positions, priority)
+    assert_same_buffer(rb, rb_eager)
+    assert_same_priorities(rb, rb_eager)
+    leaves = torch.as_tensor(rb.sampler._sum_tree[np.arange(90)])
+    probabilities = slice_probabilities(rb_eager, 3, leaves.tolist())
+    counts = dict.fromkeys(probabilities, 0)
+    for _ in range(20):
+        info = rb.sample(return_info=True)[1]
+        assert_slices_in_trajectories(rb, info["index"], 3, key)
+        starts = torch.stack(info["index"], -1)[::3]
+        for first in starts.tolist():
+            counts[tuple(first)] += 1  # a KeyError if no whole slice starts there
+        weight = leaves[np.ravel_multi_index(starts.T.numpy(), shape)] / leaves.min()
+        weight = weight[:, None].expand(-1, 3).flatten() ** -0.5
+        torch.testing.assert_close(info["_weight"], weight)
+    for start, p in probabilities.items():
+        assert abs(counts[start] - 2000 * p) < 5 * (2000 * p * (1 - p)) ** 0.5
+    assert counter.graphs == 3  # extend, sample and update_priority
 
 
 @pytest.mark.parametrize("sampler", [SliceSampler, SliceSamplerWithoutReplacement])
@@ -959,13 +1019,16 @@ def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
     assert_same_buffer(rb, rb_eager)
 
 
-@pytest.mark.parametrize("sampler", [SliceSampler, SliceSamplerWithoutReplacement])
+@pytest.mark.parametrize(
+    "sampler",
+    [SliceSampler, SliceSamplerWithoutReplacement, PrioritizedSliceSampler],
+)
 def test_slice_sampler_inductor(sampler):
     # the default backend: it lowers, and its slices stay within trajectories
     rb, rb_eager = (
         ReplayBuffer(
             storage=LazyTensorStorage(90, ndim=2),
-            sampler=sampler(num_slices=4, traj_key="episode"),
+            sampler=slice_sampler(sampler, num_slices=4, traj_key="episode"),
             batch_size=16,
             compile=compile,
         )

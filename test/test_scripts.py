@@ -205,7 +205,7 @@ def test_compile_report(tmp_path):
             STORAGES, WRITERS, SAMPLERS
         )
     )
-    assert supported == 60  # 3 storages (ndim 1, 2) x 2 writers x 5 samplers
+    assert supported == 72  # 3 storages (ndim 1, 2) x 2 writers x 6 samplers
     assert f"| (none: the cases above) | {supported} of 126 | compile |" in rest
     assert (
         "| writer=TensorDictMaxValueWriter | 24 | expected a RoundRobinWriter |" in rest
