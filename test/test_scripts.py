@@ -195,7 +195,7 @@ def test_compile_report(tmp_path):
             continue  # torch<2.6 does not trace MemoryMappedTensor writes (README)
         assert row["extend graphs"] == "1", row
         assert row["sample graphs"] == "1", row
-        prioritized = "PrioritizedSampler" in row["case"]
+        prioritized = "Prioritized" in row["case"]
         assert row["update_priority graphs"] == ("1" if prioritized else "-"), row
         assert row["recompiles"] == "0" and row["graph breaks"] == "0", row
     # the whole matrix: supported count, and each refused component with its reason
