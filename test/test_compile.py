@@ -914,31 +914,49 @@ def slice_buffer_pair(ndim, counter, batch_size, sampler_type, **sampler_kwargs)
     )
 
 
-@pytest.mark.parametrize("key", ["episode", "done"])
-@pytest.mark.parametrize("ndim", [1, 2])
-def test_slice_sampler_distribution(ndim, key):
-    # the compiled sampler draws each slice start with eager mode's probability,
-    # on a storage that the trajectories fill and wrap (and span the end of)
+def wrapped_slice_buffers(ndim, key, sampler_type):
+    """slice_buffer_pair for samples of 100 slices of 3 steps, after 4 laps of
+    trajectories found with key (the compiled buffer samples once in the first, as
+    its first sample runs eagerly); with the graph counter."""
     counter = GraphCounter()
     rb, rb_eager = slice_buffer_pair(
-        ndim, counter, 300, SliceSampler, slice_len=3, traj_key="episode"
+        ndim, counter, 300, sampler_type, slice_len=3, traj_key="episode"
     )
     for step in range(4):
         batch = lap_of_trajectories(ndim, step, key)
         rb.extend(batch)
         rb_eager.extend(batch)
         if step == 0:
-            rb.sample()  # the first sample runs eagerly
-    assert_same_buffer(rb, rb_eager)
-    probabilities = slice_probabilities(rb_eager, 3)
+            rb.sample()
+    return counter, rb, rb_eager
+
+
+def assert_start_frequencies(rb, probabilities, key):
+    """20 samples of rb (slices of 3 steps within trajectories) start at each step with
+    its probability; returns each sample's starts and info."""
     counts = dict.fromkeys(probabilities, 0)
+    samples = []
     for _ in range(20):
-        index = rb.sample(return_info=True)[1]["index"]
-        assert_slices_in_trajectories(rb, index, 3, key)
-        for first in torch.stack(index, -1)[::3].tolist():
+        info = rb.sample(return_info=True)[1]
+        assert_slices_in_trajectories(rb, info["index"], 3, key)
+        starts = torch.stack(info["index"], -1)[::3]
+        for first in starts.tolist():
             counts[tuple(first)] += 1  # a KeyError if eager mode cannot draw it
+        samples.append((starts, info))
+    draws = sum(counts.values())
     for start, p in probabilities.items():
-        assert abs(counts[start] - 2000 * p) < 5 * (2000 * p * (1 - p)) ** 0.5
+        assert abs(counts[start] - draws * p) < 5 * (draws * p * (1 - p)) ** 0.5
+    return samples
+
+
+@pytest.mark.parametrize("key", ["episode", "done"])
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_slice_sampler_distribution(ndim, key):
+    # the compiled sampler draws each slice start with eager mode's probability,
+    # on a storage that the trajectories fill and wrap (and span the end of)
+    counter, rb, rb_eager = wrapped_slice_buffers(ndim, key, SliceSampler)
+    assert_same_buffer(rb, rb_eager)
+    assert_start_frequencies(rb, slice_probabilities(rb_eager, 3), key)
     assert counter.graphs == 2  # extend and sample
 
 
@@ -948,16 +966,7 @@ def test_prioritized_slice_sampler_distribution(ndim, key):
     # the compiled PrioritizedSliceSampler draws each slice start with its
     # priority among the steps a whole slice can start from (in eager mode's
     # trajectories), and weighs it against the least priority of all steps
-    counter = GraphCounter()
-    rb, rb_eager = slice_buffer_pair(
-        ndim, counter, 300, PrioritizedSliceSampler, slice_len=3, traj_key="episode"
-    )
-    for step in range(4):
-        batch = lap_of_trajectories(ndim, step, key)
-        rb.extend(batch)
-        rb_eager.extend(batch)
-        if step == 0:
-            rb.sample()  # the first sample runs eagerly
+    counter, rb, rb_eager = wrapped_slice_buffers(ndim, key, PrioritizedSliceSampler)
     shape = tuple(rb.storage.shape)
     positions = torch.stack(torch.unravel_index(torch.arange(90), shape), -1)
     priority = torch.rand(90) + 0.1
@@ -967,18 +976,10 @@ def test_prioritized_slice_sampler_distribution(ndim, key):
     assert_same_priorities(rb, rb_eager)
     leaves = torch.as_tensor(rb.sampler._sum_tree[np.arange(90)])
     probabilities = slice_probabilities(rb_eager, 3, leaves.tolist())
-    counts = dict.fromkeys(probabilities, 0)
-    for _ in range(20):
-        info = rb.sample(return_info=True)[1]
-        assert_slices_in_trajectories(rb, info["index"], 3, key)
-        starts = torch.stack(info["index"], -1)[::3]
-        for first in starts.tolist():
-            counts[tuple(first)] += 1  # a KeyError if no whole slice starts there
+    for starts, info in assert_start_frequencies(rb, probabilities, key):
         weight = leaves[np.ravel_multi_index(starts.T.numpy(), shape)] / leaves.min()
         weight = weight[:, None].expand(-1, 3).flatten() ** -0.5
         torch.testing.assert_close(info["_weight"], weight)
-    for start, p in probabilities.items():
-        assert abs(counts[start] - 2000 * p) < 5 * (2000 * p * (1 - p)) ** 0.5
     assert counter.graphs == 3  # extend, sample and update_priority
 
 
