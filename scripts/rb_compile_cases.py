@@ -82,7 +82,11 @@ SAMPLERS = [
 SUPPORTED = {
     "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
     "ndim": {1, 2},
-    "writer": {"RoundRobinWriter", "TensorDictRoundRobinWriter"},
+    "writer": {
+        "RoundRobinWriter",
+        "TensorDictRoundRobinWriter",
+        "TensorDictMaxValueWriter",
+    },
     "sampler": {
         "RandomSampler",
         "SamplerWithoutReplacement",
@@ -97,7 +101,8 @@ SUPPORTED = {
 def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
     """An instance of a storage, writer or sampler of the matrix, by name.
 
-    A LazyMemmapStorage gets no scratch_dir: its files are temporary ones. Slice
+    A LazyMemmapStorage gets no scratch_dir: its files are temporary ones. A
+    TensorDictMaxValueWriter keeps the elements of largest observation. Slice
     samplers draw slices of 4 steps (the trajectories of make_batch have 7).
     """
     from torchrl.data.replay_buffers import samplers, storages, writers
@@ -113,6 +118,9 @@ def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
             return cls(TensorDict(data, shape), ndim=ndim)
         return cls(max_size, ndim=ndim)
     if kind == "writer":
+        if name == "TensorDictMaxValueWriter":
+            # ranks by the sum of the observation (batches carry no reward)
+            return writers.TensorDictMaxValueWriter(rank_key="obs")
         return getattr(writers, name)()
     cls = getattr(samplers, name)
     if name == "PrioritizedSampler":

@@ -244,8 +244,11 @@ def test_inductor():
     [
         [{"storage": ListStorage(10)}, "storage=ListStorage"],
         [
-            {"storage": LazyTensorStorage(10), "writer": TensorDictMaxValueWriter()},
-            "writer=TensorDictMaxValueWriter",
+            {
+                "storage": LazyTensorStorage(10, ndim=2),
+                "writer": TensorDictMaxValueWriter(),
+            },
+            "not compatible with storages with more than one dimension",
         ],
         [
             {
@@ -279,7 +282,7 @@ def test_inductor():
     ],
     ids=[
         "ListStorage",
-        "MaxValueWriter",
+        "MaxValueWriter-ndim2",
         "PrioritizedSliceSampler-not-strict",
         "SliceSamplerWithoutReplacement-not-strict",
         "SliceSampler-not-strict",
