@@ -133,6 +133,8 @@ def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
 
 
 def is_supported(storage: str, ndim: int, writer: str, sampler: str) -> bool:
+    if writer == "TensorDictMaxValueWriter" and ndim > 1:
+        return False  # impossible at the base: the writer refuses such storages
     return (
         storage in SUPPORTED["storage"]
         and ndim in SUPPORTED["ndim"]
