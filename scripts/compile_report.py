@@ -1,17 +1,19 @@
 """Reports how the patched torchrl's ReplayBuffer(compile=...) compiles, case by case.
 
-For each supported case it counts, with a counting backend, the graphs compiled
-for ``extend`` and ``sample`` over calls that fill and wrap the buffer, the graph
+For each case it counts, with a counting backend, the graphs compiled for
+``extend`` and ``sample`` over calls that fill and wrap the buffer, the graph
 breaks and recompilations, checks that the buffer traces within a user's
 ``torch.compile(step, fullgraph=True)``, and times eager against compiled calls.
+Then it runs the same checks, without timing, over the whole matrix of buffers,
+storages, writers and samplers, against eager twins, and lists the combinations
+refused at construction with the reason.
 
-usage: python scripts/compile_report.py [--markdown FILE] [--calls N]
+usage: python scripts/compile_report.py [--markdown FILE] [--calls N] [--only REGEX]
                                         [--timing-backend NAME | --no-timing]
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import re
 import statistics
 import sys
@@ -25,14 +27,12 @@ import torch._dynamo
 
 from rb_compile_cases import (
     GraphCounter,
-    is_supported,
     make_batch,
     make_component,
     make_rollout,
-    refusal,
-    SAMPLERS,
-    STORAGES,
-    WRITERS,
+    matrix_combinations,
+    run_compiled,
+    run_fullgraph,
 )
 from torch._dynamo.utils import counters
 from torchrl.data import (
@@ -52,6 +52,7 @@ from torchrl.data.replay_buffers.samplers import (
 )
 from torchrl.data.replay_buffers.writers import (
     RoundRobinWriter,
+    TensorDictMaxValueWriter,
     TensorDictRoundRobinWriter,
 )
 
@@ -166,6 +167,12 @@ CASES = [
         TensorDictReplayBuffer,
         PrioritizedSliceSampler,
     ),
+    Case(
+        LazyTensorStorage,
+        TensorDictMaxValueWriter,
+        "tensordict",
+        TensorDictReplayBuffer,
+    ),
 ]
 
 
@@ -216,6 +223,11 @@ def fullgraph_step(case, calls):
     torch._dynamo.reset()
     counter = GraphCounter()
     rb = make_buffer(case, True)
+    before = ""
+    if case.storage is LazyMemmapStorage:
+        # it creates its files when first extended, which a graph cannot do
+        rb.extend(case.batch(-1))
+        before = ", extended once before"
 
     @torch.compile(backend=counter, fullgraph=True)
     def step(batch):
@@ -231,25 +243,55 @@ def fullgraph_step(case, calls):
     except Exception as err:  # reported, not raised: the report covers every case
         reason = str(err).strip().splitlines()[0][:60] if str(err).strip() else ""
         return f"no ({type(err).__name__}: {reason})"
-    return f"yes ({counter.graphs} graph{'s' if counter.graphs > 1 else ''})"
+    return f"yes{before} ({counter.graphs} graph{'s' if counter.graphs > 1 else ''})"
 
 
-MATRIX_TITLE = (
-    "The whole matrix: storage (ndim 1, 2) x writer x sampler. Combinations that "
-    "do not compile, by the component that stops them, with the error "
-    "ReplayBuffer(compile=True) raises at construction:"
+REFUSED_TITLE = (
+    "The combinations refused at construction, by the component that stops them, "
+    "with the error ReplayBuffer(compile=True) (or the buffer class) raises:"
 )
 
 
-def refused_components():
+def fullgraph_cell(run):
+    if run.error is not None:
+        return f"no ({run.error.splitlines()[0][:60]})"
+    graphs = run.graphs[-1]
+    cell = f"yes ({graphs} graph{'s' if graphs > 1 else ''})"
+    if run.extended_before:
+        cell = f"yes, extended once before ({graphs} graph{'s' if graphs > 1 else ''})"
+    if run.problems:
+        cell += f"; differs: {run.problems[0]}"
+    return cell
+
+
+def matrix_rows(combinations, calls, progress):
+    """One row per combination that compiles: its graphs against its eager twin."""
+    rows = []
+    for i, combination in enumerate(combinations, 1):
+        progress(f"[matrix {i}/{len(combinations)}] {combination.name}")
+        run = run_compiled(combination, calls)
+        rows.append(
+            [
+                combination.name,
+                str(run.extend_graphs),
+                str(run.sample_graphs),
+                "-" if run.update_graphs is None else str(run.update_graphs),
+                str(run.more_graphs),
+                str(run.graph_breaks),
+                "yes" if not run.problems else f"no ({run.problems[0]})",
+                fullgraph_cell(run_fullgraph(combination, calls)),
+            ]
+        )
+    return rows
+
+
+def refused_components(combinations):
     # builds every combination with compile=True; groups the refusals by reason
-    combinations = list(itertools.product(STORAGES, WRITERS, SAMPLERS))
-    supported = sum(is_supported(s, n, w, p) for (s, n), w, p in combinations)
     by_reason = {}
-    for (storage, ndim), writer, sampler in combinations:
-        message = refusal(storage, ndim, writer, sampler)
+    for combination in combinations:
+        message = combination.refusal()
         if message is None:
-            continue
+            raise RuntimeError(f"{combination.name} is not refused")
         if "does not support " not in message:
             # refused by torchrl itself, compile or not
             parts = [("impossible at the base", message)]
@@ -263,12 +305,10 @@ def refused_components():
             ]
         for component, reason in parts:
             by_reason.setdefault(component, [0, reason])[0] += 1
-    rows = [
-        ["(none: the cases above)", f"{supported} of {len(combinations)}", "compile"]
+    return [
+        [component, str(count), reason]
+        for component, (count, reason) in sorted(by_reason.items())
     ]
-    for component, (count, reason) in sorted(by_reason.items()):
-        rows.append([component, str(count), reason])
-    return rows
 
 
 def time_calls(fn, repeat=7, number=20):
@@ -299,14 +339,37 @@ def timings(case, backend):
     return out
 
 
+def print_table(header, rows):
+    widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", help="also write the report to this file")
     parser.add_argument("--calls", type=int, default=20, help="calls per check")
+    parser.add_argument(
+        "--only",
+        metavar="REGEX",
+        help="only the cases and matrix combinations whose name matches (re.search); "
+        "the refusals are always listed",
+    )
     parser.add_argument("--timing-backend", default="inductor")
     parser.add_argument("--no-timing", action="store_true")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    only = re.compile(args.only) if args.only else None
+
+    def progress(message):
+        print(message, file=sys.stderr, flush=True)
 
     header = [
         "case",
@@ -324,9 +387,10 @@ def main(argv=None):
             "sample µs eager",
             "sample µs compiled",
         ]
+    cases = [case for case in CASES if only is None or only.search(case.name)]
     rows = []
-    for i, case in enumerate(CASES, 1):
-        print(f"[{i}/{len(CASES)}] {case.name}", file=sys.stderr, flush=True)
+    for i, case in enumerate(cases, 1):
+        progress(f"[{i}/{len(cases)}] {case.name}")
         extend_graphs, sample_graphs, update_graphs, breaks = count_graphs(
             case, args.calls
         )
@@ -355,7 +419,15 @@ def main(argv=None):
                 )
             ]
         rows.append(row)
-    refused = refused_components()
+
+    combinations = matrix_combinations()
+    compiled = [c for c in combinations if c.supported]
+    refused = refused_components([c for c in combinations if not c.supported])
+    matrix = matrix_rows(
+        [c for c in compiled if only is None or only.search(c.name)],
+        args.calls,
+        progress,
+    )
 
     notes = [
         f"{args.calls} calls each of extend (batches of {BATCH} into a capacity of "
@@ -364,7 +436,9 @@ def main(argv=None):
         "graph break or a recompilation shows as an extra graph.",
         "fullgraph step: the buffer, built empty, within the user's "
         "torch.compile(step, fullgraph=True) calling extend then sample; its "
-        "first call initializes the storage, so 2 graphs are expected.",
+        "first call initializes the storage, so 2 graphs are expected. A "
+        "LazyMemmapStorage creates files when first extended, which a graph "
+        "cannot do: it is extended once, eagerly, before (1 graph).",
         f"Prioritized cases: then {args.calls} calls of update_priority with the "
         "sampled indices; the fullgraph step calls update_priority too.",
         f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
@@ -374,6 +448,9 @@ def main(argv=None):
         "samplers read the trajectories from a tensordict storage: with tensor "
         "or pytree batches they fail at the base already, so the report runs "
         "tensordicts.",
+        "TensorDictMaxValueWriter case: ranked by ('next', 'reward'), which grows "
+        "from call to call, so that every element of a batch is inserted, one at a "
+        "time as in eager mode.",
     ]
     if not args.no_timing:
         notes.append(
@@ -381,27 +458,57 @@ def main(argv=None):
             f"backend={args.timing_backend!r}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; one noisy machine, compare ratios."
         )
-    widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    matrix_title = (
+        f"The whole matrix: {len(combinations)} combinations of buffer, storage "
+        "(ndim 1, 2), writer and sampler (ReplayBuffer and TensorDictReplayBuffer "
+        "with each storage, writer and sampler; PrioritizedReplayBuffer and "
+        f"TensorDictPrioritizedReplayBuffer with each storage). {len(compiled)} "
+        f"compile, {len(combinations) - len(compiled)} are refused (below)."
+    )
+    matrix_header = [
+        "combination",
+        "extend graphs",
+        "sample graphs",
+        "update_priority graphs",
+        "graphs when interleaved",
+        "graph breaks",
+        "same as eager",
+        "fullgraph step",
+    ]
+    matrix_notes = [
+        f"Each built empty with compile= and a counting backend, beside an eager "
+        f"twin given the same batches (tensordicts of nested keys and mixed dtypes, "
+        f"30 elements, or 4 envs x 7 steps for ndim=2, into a capacity of 100): "
+        f"{args.calls} extends, then {args.calls} samples of 8, then (prioritized) "
+        f"{args.calls} update_priority calls, then 5 calls of the three interleaved, "
+        "which should compile nothing more. Same as eager: indices returned by "
+        "extend, every sample holds the stored values at its index, then length, "
+        "cursor, write count, contents (and priorities) equal at the end.",
+        "fullgraph step: the same, built empty, within the user's "
+        "torch.compile(step, fullgraph=True) calling extend, sample (and "
+        "update_priority); graphs compiled after the last call, and whether the "
+        "buffer is the same as its eager twin's.",
+    ]
+
+    print_table(header, rows)
     for note in notes:
         print(f"- {note}")
-    print(f"\n{MATRIX_TITLE}")
-    for row in refused:
-        print("  ".join(row))
+    print(f"\n{matrix_title}")
+    print_table(matrix_header, matrix)
+    for note in matrix_notes:
+        print(f"- {note}")
+    print(f"\n{REFUSED_TITLE}")
+    print_table(["component", "combinations", "reason"], refused)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("| " + " | ".join(header) + " |\n")
-            f.write("|" + "---|" * len(header) + "\n")
-            for row in rows:
-                f.write("| " + " | ".join(row) + " |\n")
+            f.write(markdown_table(header, rows))
             f.write("\n" + "\n".join(f"- {note}" for note in notes) + "\n")
-            f.write(f"\n{MATRIX_TITLE}\n\n| component | combinations | reason |\n")
-            f.write("|---|---|---|\n")
-            for row in refused:
-                f.write("| " + " | ".join(row) + " |\n")
-        print(f"written to {args.markdown}", file=sys.stderr)
+            f.write(f"\n{matrix_title}\n\n")
+            f.write(markdown_table(matrix_header, matrix))
+            f.write("\n" + "\n".join(f"- {note}" for note in matrix_notes) + "\n")
+            f.write(f"\n{REFUSED_TITLE}\n\n")
+            f.write(markdown_table(["component", "combinations", "reason"], refused))
+        progress(f"written to {args.markdown}")
 
 
 if __name__ == "__main__":

@@ -27,4 +27,6 @@ rmdir "$tmp"
   echo "# Regenerated with git format-patch from build/torchrl (see CONTRIBUTING.md)."
   (cd "$ROOT/patches" && ls -1 *.patch)
 } >"$ROOT/patches/series"
+# patches/ now holds this HEAD: scripts/fork.sh may rebuild over it
+git -C "$FORK" rev-parse HEAD >"$FORK/.git/rb-compile-head"
 echo "export-patches.sh: wrote $count patches to patches/ (review with git diff patches/)"

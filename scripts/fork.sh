@@ -197,9 +197,25 @@ apply_series() {  # apply_series DIR
   fi
 }
 
+unexported_work() {  # prints what of build/torchrl patches/ does not hold, if anything
+  [ -d "$FORK/.git" ] || return 1
+  if [ -n "$(git -C "$FORK" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    echo "uncommitted changes"
+  elif [ -f "$FORK/.git/rb-compile-head" ] \
+      && [ "$(git -C "$FORK" rev-parse HEAD)" != "$(cat "$FORK/.git/rb-compile-head")" ]; then
+    echo "commits not exported"
+  else
+    return 1
+  fi
+}
+
 if fork_is_current; then
   say "build/torchrl is up to date ($(cat "$FORK/.git/rb-compile-mode") base, series $fingerprint)"
 else
+  # a rebuild replaces build/torchrl: never over work that is not in patches/ yet
+  if work=$(unexported_work); then
+    die "build/torchrl has $work, which patches/ does not hold: export them (scripts/export-patches.sh) or move build/torchrl away before rebuilding"
+  fi
   mkdir -p "$BUILD_DIR"
   new=$(mktemp -d "$BUILD_DIR/torchrl.new.XXXXXX")
   trap 'rm -rf "$new"' EXIT
@@ -209,6 +225,7 @@ else
   echo "$fingerprint" >"$new/.git/rb-compile-fingerprint"
   echo "$base" >"$new/.git/rb-compile-mode"
   echo "$checkout" >"$new/.git/rb-compile-checkout"
+  git -C "$new" rev-parse HEAD >"$new/.git/rb-compile-head"
   rm -rf "$FORK"
   mv "$new" "$FORK"
   trap - EXIT

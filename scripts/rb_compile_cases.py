@@ -1,5 +1,9 @@
-"""Batches and a graph-counting backend shared by the compile report and the acceptance suite."""
+"""Batches, a graph-counting backend and the storage x writer x sampler x buffer matrix,
+shared by the compile report and the acceptance suite."""
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
 
 import torch
 from tensordict import TensorDict
@@ -112,10 +116,12 @@ def make_component(kind: str, name: str, max_size: int = 100, ndim: int = 1):
         if name == "ListStorage":
             return cls(max_size)
         if name == "TensorStorage":
-            shape = [max_size] if ndim == 1 else [max_size // 4, 4]
-            done = torch.zeros(*shape, 1, dtype=torch.bool)
-            data = {"obs": torch.zeros(*shape, 4), "next": {"done": done}}
-            return cls(TensorDict(data, shape), ndim=ndim)
+            # preallocated with the layout of the matrix's batches: steps x envs
+            # for ndim=2
+            template = matrix_batch([max_size], 0).zero_()
+            if ndim == 2:
+                template = template.reshape(max_size // MATRIX_ENVS, MATRIX_ENVS)
+            return cls(template, ndim=ndim)
         return cls(max_size, ndim=ndim)
     if kind == "writer":
         if name == "TensorDictMaxValueWriter":
@@ -143,17 +149,345 @@ def is_supported(storage: str, ndim: int, writer: str, sampler: str) -> bool:
     )
 
 
-def refusal(storage: str, ndim: int, writer: str, sampler: str) -> str | None:
-    """The ValueError message of ReplayBuffer(compile=True) for a combination, or None if it builds."""
-    from torchrl.data import ReplayBuffer
+# The buffers of the matrix. ReplayBuffer and TensorDictReplayBuffer take every
+# writer and sampler; the prioritized buffers make their own PrioritizedSampler
+# and writer (RoundRobinWriter, TensorDictRoundRobinWriter).
+BUFFERS = [
+    "ReplayBuffer",
+    "TensorDictReplayBuffer",
+    "PrioritizedReplayBuffer",
+    "TensorDictPrioritizedReplayBuffer",
+]
+PRIORITIZED_BUFFER_WRITERS = {
+    "PrioritizedReplayBuffer": "RoundRobinWriter",
+    "TensorDictPrioritizedReplayBuffer": "TensorDictRoundRobinWriter",
+}
+MATRIX_MAX_SIZE = 100
+MATRIX_BATCH = (
+    30  # does not divide the capacity: the cursor wraps at a new place each lap
+)
+MATRIX_ENVS = (
+    4  # ndim=2: batches of 4 envs x 8 steps, the buffer extends along the steps
+)
+MATRIX_SAMPLE = 8  # two slices of 4 steps for the slice samplers
+MATRIX_CALLS = 20
 
-    try:
-        ReplayBuffer(
-            storage=make_component("storage", storage, ndim=ndim),
-            writer=make_component("writer", writer),
-            sampler=make_component("sampler", sampler),
-            compile=True,
+
+def matrix_batch(shape, step: int) -> TensorDict:
+    """A tensordict batch of the matrix, of nested keys and mixed dtypes.
+
+    The observations take values that overlap from batch to batch, with ties, so
+    that a TensorDictMaxValueWriter (ranking by ``obs``) keeps some elements of
+    each batch; ``("next", "done")`` ends a trajectory every 7 elements.
+    """
+    shape = torch.Size(shape)
+    batch = make_batch("tensordict", shape.numel(), step)
+    value = ((torch.arange(shape.numel()) * 37 + step * 11) % 50).float()
+    batch["obs"] = value[:, None].expand(-1, 4).clone()
+    return batch.reshape(shape)
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A buffer of the matrix: buffer class, storage (with its ndim), writer and sampler."""
+
+    buffer: str
+    storage: str
+    ndim: int
+    writer: str
+    sampler: str
+
+    @property
+    def name(self) -> str:
+        return (
+            f"{self.buffer}-{self.storage}-ndim{self.ndim}-{self.writer}-{self.sampler}"
         )
-    except ValueError as err:
-        return str(err)
-    return None
+
+    @property
+    def prioritized(self) -> bool:
+        return self.sampler.startswith("Prioritized")
+
+    @property
+    def supported(self) -> bool:
+        return is_supported(self.storage, self.ndim, self.writer, self.sampler)
+
+    def build(self, compile, max_size: int = MATRIX_MAX_SIZE):
+        """The buffer, built empty, in compile mode or not (``compile=False``)."""
+        import torchrl.data
+
+        cls = getattr(torchrl.data, self.buffer)
+        kwargs = {
+            "storage": make_component("storage", self.storage, max_size, self.ndim),
+            "batch_size": MATRIX_SAMPLE,
+            "compile": compile,
+        }
+        if self.buffer in PRIORITIZED_BUFFER_WRITERS:
+            kwargs.update(alpha=0.7, beta=0.5)
+        else:
+            kwargs["writer"] = make_component("writer", self.writer)
+            kwargs["sampler"] = make_component("sampler", self.sampler, max_size)
+        return cls(**kwargs)
+
+    def refusal(self) -> str | None:
+        """The ValueError message of the buffer built with ``compile=True``, or None."""
+        try:
+            self.build(True)
+        except ValueError as err:
+            return str(err)
+        return None
+
+    def batch(self, step: int) -> TensorDict:
+        if self.ndim == 1:
+            return matrix_batch([MATRIX_BATCH], step)
+        # envs first, as a collector of MATRIX_ENVS environments gives them
+        steps = MATRIX_BATCH // MATRIX_ENVS
+        return matrix_batch([steps, MATRIX_ENVS], step).transpose(0, 1)
+
+
+def matrix_combinations() -> list[Combination]:
+    """Every storage (ndim 1, 2) x writer x sampler with ReplayBuffer and
+    TensorDictReplayBuffer, and every storage with the two prioritized buffers."""
+    combinations = []
+    for buffer in BUFFERS:
+        if buffer in PRIORITIZED_BUFFER_WRITERS:
+            writers, samplers = [PRIORITIZED_BUFFER_WRITERS[buffer]], [
+                "PrioritizedSampler"
+            ]
+        else:
+            writers, samplers = WRITERS, SAMPLERS
+        for (storage, ndim), writer, sampler in itertools.product(
+            STORAGES, writers, samplers
+        ):
+            combinations.append(Combination(buffer, storage, ndim, writer, sampler))
+    return combinations
+
+
+def leaves(data) -> list:
+    return torch.utils._pytree.tree_flatten(data)[0]
+
+
+def buffer_differences(rb, rb_eager, write_count: bool = True) -> list[str]:
+    """How a buffer differs from its eager twin: length, writer state, stored values.
+
+    ``write_count=False`` leaves out the write count, which torchrl's checkpoints
+    do not keep. An empty list means the same buffer.
+    """
+    differences = []
+    for what, got, expected in (
+        ("length", len(rb), len(rb_eager)),
+        ("cursor", rb._writer._cursor, rb_eager._writer._cursor),
+        ("write count", rb.write_count, rb_eager.write_count),
+    ):
+        if (what != "write count" or write_count) and got != expected:
+            differences.append(f"{what} {got}, eager {expected}")
+    if len(rb) and len(rb) == len(rb_eager):
+        got, expected = leaves(rb[:]), leaves(rb_eager[:])
+        if len(got) != len(expected):
+            differences.append(f"{len(got)} stored leaves, eager {len(expected)}")
+        for i, (x, y) in enumerate(zip(got, expected)):
+            if x.dtype != y.dtype or x.shape != y.shape or not (x == y).all():
+                differences.append(f"stored leaf {i} differs from eager")
+    return differences
+
+
+def priority_differences(rb, rb_eager, exact: bool = True) -> list[str]:
+    """How a prioritized sampler differs from its eager twin's: its sum and min trees,
+    max priority and default priority. ``exact=False`` allows rounding (inductor fuses
+    the priority math)."""
+    differences = []
+    leaves_index = torch.arange(rb.sampler.max_size).numpy()
+    for tree in ("_sum_tree", "_min_tree"):
+        got = torch.as_tensor(getattr(rb.sampler, tree)[leaves_index])
+        expected = torch.as_tensor(getattr(rb_eager.sampler, tree)[leaves_index])
+        same = (got == expected).all() if exact else torch.allclose(got, expected)
+        if not same:
+            differences.append(f"{tree} differs from eager")
+    for what in ("_max_priority", "default_priority"):
+        got, expected = getattr(rb.sampler, what), getattr(rb_eager.sampler, what)
+        if what == "_max_priority":
+            got, expected = got[0], expected[0]
+        if got != expected:
+            differences.append(f"{what} {got}, eager {expected}")
+    return differences
+
+
+def index_problems(index, rb) -> list[str]:
+    """Why a sampled index is not within the filled part of the storage (a tuple of
+    one index per dim for storages of ndim > 1, and for slice samplers)."""
+    storage = rb._storage
+    if storage.ndim == 1 and isinstance(index, tuple):
+        (index,) = index
+    if storage.ndim == 1:
+        if not ((index >= 0) & (index < len(rb))).all():
+            return [f"index out of [0, {len(rb)})"]
+        return []
+    if not isinstance(index, tuple) or len(index) != storage.ndim:
+        return [f"expected a tuple of {storage.ndim} indices"]
+    return [
+        f"index of dim {dim} out of [0, {size})"
+        for dim, (index_dim, size) in enumerate(zip(index, storage.shape))
+        if not ((index_dim >= 0) & (index_dim < size)).all()
+    ]
+
+
+def sample_problems(rb, sample, info) -> list[str]:
+    """Why a sample is not valid: an index out of the filled part, or values that are
+    not the stored ones at the index."""
+    index = info["index"]
+    problems = index_problems(index, rb)
+    if problems:
+        return problems
+    expected = rb.storage[index]
+    if is_tensordict_buffer(rb):
+        # the buffer writes the index and the info into the sample: the weights,
+        # and the done/truncated/terminated flags of the slices of slice samplers
+        written = ["index", *info.keys()]
+        sample, expected = sample.exclude(*written), expected.exclude(*written)
+    got, expected = leaves(sample), leaves(expected)
+    if len(got) != len(expected) or any(
+        x.shape != y.shape or not (x == y).all() for x, y in zip(got, expected)
+    ):
+        return ["sampled values are not the stored ones at the index"]
+    return []
+
+
+def is_tensordict_buffer(rb) -> bool:
+    from torchrl.data import TensorDictReplayBuffer
+
+    return isinstance(rb, TensorDictReplayBuffer)
+
+
+@dataclass
+class MatrixRun:
+    """What a combination did, compiled with a counting backend, beside its eager twin."""
+
+    extend_graphs: int = 0
+    sample_graphs: int = 0
+    update_graphs: int | None = None
+    more_graphs: int = 0  # graphs compiled by the calls that interleave the three
+    graph_breaks: int = 0
+    problems: list = field(
+        default_factory=list
+    )  # invalid samples, differences from eager
+
+
+def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixRun:
+    """Builds the combination empty with ``compile=`` and a counting backend, and an
+    eager twin; runs ``calls`` extends (past capacity), samples and (prioritized)
+    update_priority calls, then interleaves the three; counts the graphs of each and
+    compares the buffers, and each sample with the storage."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    counter = GraphCounter()
+    rb = combination.build({"backend": counter})
+    rb_eager = combination.build(False)
+    run = MatrixRun()
+
+    def extend(step):
+        batch = combination.batch(step)
+        index, index_eager = rb.extend(batch.clone()), rb_eager.extend(batch.clone())
+        if not (index == index_eager).all():
+            run.problems.append(f"extend {step}: indices differ from eager")
+
+    def sample(step):
+        sample, info = rb.sample(return_info=True)
+        run.problems += [
+            f"sample {step}: {p}" for p in sample_problems(rb, sample, info)
+        ]
+        return info["index"]
+
+    def update(step, index):
+        priority = (
+            torch.rand(MATRIX_SAMPLE, generator=torch.Generator().manual_seed(step)) + 1
+        )
+        rb.update_priority(index, priority)
+        rb_eager.update_priority(index, priority)
+
+    # the first extend and the first sample run eagerly: they initialize the storage
+    # and the caches a graph would otherwise guard on
+    extend(0)
+    sample(0)
+    for step in range(1, calls + 1):
+        extend(step)
+    run.extend_graphs = counter.graphs
+    indices = [sample(step) for step in range(calls)]
+    run.sample_graphs = counter.graphs - run.extend_graphs
+    if combination.prioritized:
+        for step, index in enumerate(indices):
+            update(step, index)
+        run.update_graphs = counter.graphs - run.extend_graphs - run.sample_graphs
+    graphs = counter.graphs
+    for step in range(calls + 1, calls + 6):
+        extend(step)
+        index = sample(step)
+        if combination.prioritized:
+            update(step, index)
+    run.more_graphs = counter.graphs - graphs
+    run.graph_breaks = sum(counters["graph_break"].values())
+    run.problems += buffer_differences(rb, rb_eager)
+    if combination.prioritized:
+        run.problems += priority_differences(rb, rb_eager)
+    return run
+
+
+@dataclass
+class FullgraphRun:
+    """The combination within the user's ``torch.compile(step, fullgraph=True)``."""
+
+    graphs: list = field(
+        default_factory=list
+    )  # graphs compiled so far, after each call
+    extended_before: bool = (
+        False  # a LazyMemmapStorage is extended once, eagerly, before
+    )
+    error: str | None = None
+    problems: list = field(default_factory=list)
+
+
+def run_fullgraph(combination: Combination, calls: int = MATRIX_CALLS) -> FullgraphRun:
+    """Builds the combination empty with ``compile=True`` and traces it within the user's
+    fullgraph step (extend, sample, and update_priority with priorities from the sample),
+    beside an eager twin given the same batches and priorities.
+
+    A LazyMemmapStorage creates its files when first extended, which a graph cannot do:
+    it is extended once, eagerly, before.
+    """
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    counter = GraphCounter()
+    rb = combination.build(True)
+    rb_eager = combination.build(False)
+    run = FullgraphRun()
+    if combination.storage == "LazyMemmapStorage":
+        run.extended_before = True
+        for buffer in (rb, rb_eager):
+            buffer.extend(combination.batch(-1))
+
+    @torch.compile(backend=counter, fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        sample, info = rb.sample(return_info=True)
+        if combination.prioritized:
+            rb.update_priority(info["index"], sample["obs"][:, 0] + 1)
+        return sample, info
+
+    for i in range(calls):
+        batch = combination.batch(i)
+        try:
+            sample, info = step(batch.clone())
+        except Exception as err:  # reported: the report covers every combination
+            run.error = f"{type(err).__name__}: {str(err).strip()[:200]}"
+            return run
+        run.graphs.append(counter.graphs)
+        run.problems += [f"step {i}: {p}" for p in sample_problems(rb, sample, info)]
+        rb_eager.extend(batch.clone())
+        if combination.prioritized:
+            rb_eager.update_priority(info["index"], sample["obs"][:, 0] + 1)
+    run.problems += buffer_differences(rb, rb_eager)
+    if combination.prioritized:
+        run.problems += priority_differences(rb, rb_eager)
+    return run

@@ -13,7 +13,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TORCH_2_6 = version.parse(torch.__version__.split("+")[0]) >= version.parse("2.6")
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from rb_compile_cases import GraphCounter, make_batch  # noqa: E402, F401
+from rb_compile_cases import (  # noqa: E402, F401
+    buffer_differences,
+    GraphCounter,
+    index_problems,
+    leaves,
+    make_batch,
+    priority_differences,
+)
 
 
 def pytest_configure(config):
@@ -27,28 +34,27 @@ def pytest_configure(config):
         )
 
 
-def skip_untraceable_memmap(storage_type):
-    if storage_type.__name__ == "LazyMemmapStorage" and not TORCH_2_6:
-        pytest.skip("torch<2.6 does not trace MemoryMappedTensor.__setitem__")
-
-
-def leaves(data):
-    return torch.utils._pytree.tree_flatten(data)[0]
-
-
 def assert_same_buffer(rb, rb_eager, write_count=True):
     """Length, writer state and every stored value equal.
 
     ``write_count=False`` leaves out the write count, which torchrl's checkpoints do not keep.
     """
-    assert len(rb) == len(rb_eager)
-    assert rb._writer._cursor == rb_eager._writer._cursor
-    if write_count:
-        assert rb.write_count == rb_eager.write_count
-    got, expected = leaves(rb[:]), leaves(rb_eager[:])
-    assert len(got) == len(expected)
-    for x, y in zip(got, expected):
-        assert x.dtype == y.dtype and (x == y).all()
+    differences = buffer_differences(rb, rb_eager, write_count)
+    assert not differences, differences
+
+
+def assert_same_priorities(rb, rb_eager, exact=True):
+    # the sampler's trees, max priority and default priority equal to eager mode's;
+    # inductor fuses the priority math, hence rounds differently (exact=False)
+    differences = priority_differences(rb, rb_eager, exact)
+    assert not differences, differences
+
+
+def assert_valid_index(index, rb):
+    # within the filled part: a tuple of one index per dim for ndim=2 storages
+    # (and for slice samplers)
+    problems = index_problems(index, rb)
+    assert not problems, problems
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
-    assert_same_buffer,
-    GraphCounter,
-    leaves,
-    make_batch,
-    skip_untraceable_memmap,
-)
+from conftest import assert_same_buffer, GraphCounter, leaves, make_batch
 from tensordict import TensorDict
 from torch.utils._pytree import tree_map
 from torchrl.data import (
@@ -109,7 +103,6 @@ def _make_buffers(storage_type, tmp_path, rb_type=ReplayBuffer):
     ids=[f"{name}-{datatype}-{storage.__name__}" for name, datatype, storage in CASES],
 )
 def test_bad_batch_same_error_nothing_changed(bad, datatype, storage_type, tmp_path):
-    skip_untraceable_memmap(storage_type)
     rb, rb_eager, counter = _make_buffers(storage_type, tmp_path)
     for step in range(4):  # 120 rows into 100: the next rows hold live data
         for buffer in (rb, rb_eager):

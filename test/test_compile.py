@@ -1,7 +1,6 @@
 """ReplayBuffer(compile=...): extend and sample compile once, with no graph break."""
 from __future__ import annotations
 
-import itertools
 import pickle
 
 import numpy as np
@@ -9,21 +8,20 @@ import pytest
 import torch
 from conftest import (
     assert_same_buffer,
+    assert_same_priorities,
+    assert_valid_index,
     GraphCounter,
     leaves,
     make_batch,
-    skip_untraceable_memmap,
     TORCH_2_6,
 )
 from rb_compile_cases import (
-    is_supported,
     make_component,
     make_rollout,
-    refusal,
-    SAMPLERS,
-    STORAGES,
+    matrix_combinations,
+    run_compiled,
+    run_fullgraph,
     SUPPORTED,
-    WRITERS,
 )
 from tensordict import TensorDict
 from torchrl.data import (
@@ -35,7 +33,6 @@ from torchrl.data import (
     TensorDictReplayBuffer,
     TensorStorage,
 )
-from torchrl.data.replay_buffers import storages
 from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
     PrioritizedSliceSampler,
@@ -110,7 +107,6 @@ def make_pair(case, tmp_path, compile):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_extend_recompile(case, tmp_path):
-    skip_untraceable_memmap(case[1])
     counter = GraphCounter()
     rb, rb_eager = make_pair(case, tmp_path, {"backend": counter})
     datatype = case[3]
@@ -125,7 +121,6 @@ def test_extend_recompile(case, tmp_path):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_sample_recompile(case, tmp_path):
-    skip_untraceable_memmap(case[1])
     counter = GraphCounter()
     rb, _ = make_pair(case, tmp_path, {"backend": counter})
     datatype = case[3]
@@ -185,9 +180,6 @@ def test_compiled_step_fullgraph(datatype):
     assert_same_buffer(rb, rb_eager)
 
 
-@pytest.mark.skipif(
-    not TORCH_2_6, reason="torch<2.6 breaks tensordict's graph with dynamic shapes"
-)
 def test_extend_dynamic_batch_size():
     # a collector's last, shorter batch: one more compilation, with dynamic shapes
     counter = GraphCounter()
@@ -201,9 +193,6 @@ def test_extend_dynamic_batch_size():
     assert_same_buffer(rb, rb_eager)
 
 
-@pytest.mark.skipif(
-    not TORCH_2_6, reason="torch<2.6 breaks tensordict's graph with dynamic shapes"
-)
 @pytest.mark.parametrize("sampler", sorted(SUPPORTED["sampler"]))
 def test_sample_dynamic_batch_size(sampler):
     # batch sizes that change from call to call: one more compilation, where
@@ -323,94 +312,79 @@ def test_checkpoint_round_trip():
     assert rb_copy._writer._cursor == 5 and rb._writer._cursor == 3
 
 
-MATRIX = list(itertools.product(STORAGES, WRITERS, SAMPLERS))
+# The whole matrix: every storage (ndim 1, 2) x writer x sampler with ReplayBuffer
+# and TensorDictReplayBuffer, and every storage with the prioritized buffers
+# (rb_compile_cases.matrix_combinations). Each one compiles or is refused.
+MATRIX = matrix_combinations()
+COMPILED_MATRIX = [c for c in MATRIX if c.supported]
+REFUSED_MATRIX = [c for c in MATRIX if not c.supported]
 
 
-def matrix_id(combination):
-    (storage, ndim), writer, sampler = combination
-    return f"{storage}-ndim{ndim}-{writer}-{sampler}"
-
-
-@pytest.mark.parametrize("combination", MATRIX, ids=[matrix_id(c) for c in MATRIX])
-def test_matrix_compiles_or_refuses(combination):
-    # every storage x writer x sampler: compiles once per path, or is refused at
-    # construction with a ValueError naming each component not covered
-    (storage, ndim), writer, sampler = combination
-    try:
-        ReplayBuffer(
-            storage=make_component("storage", storage, ndim=ndim),
-            writer=make_component("writer", writer),
-            sampler=make_component("sampler", sampler),
-        )
-    except ValueError as err:
-        # impossible at the base already: compile mode raises the same error
-        assert refusal(storage, ndim, writer, sampler) == str(err)
+@pytest.mark.parametrize("combination", REFUSED_MATRIX, ids=lambda c: c.name)
+def test_matrix_refuses(combination):
+    # refused at construction, with a ValueError naming each component not covered
+    with pytest.raises(ValueError) as err:
+        combination.build(True)
+    message = str(err.value)
+    if combination.writer == "TensorDictMaxValueWriter" and combination.ndim > 1:
+        # impossible at the base already: the same error with or without compile
+        with pytest.raises(ValueError) as eager_err:
+            combination.build(False)
+        assert str(eager_err.value) == message
         return
-    if not is_supported(storage, ndim, writer, sampler):
-        message = refusal(storage, ndim, writer, sampler)
-        assert message is not None and "compile=...) does not support" in message
-        for kind, name in (
-            ("storage", storage),
-            ("writer", writer),
-            ("sampler", sampler),
-        ):
-            if name not in SUPPORTED[kind]:
-                assert f"{kind}={name}" in message
-        if ndim not in SUPPORTED["ndim"]:
-            assert f"ndim={ndim}" in message
-        return
-    skip_untraceable_memmap(getattr(storages, storage))
-    counter = GraphCounter()
+    combination.build(False)  # eager mode takes it
+    assert "compile=...) does not support" in message
+    for kind in ("storage", "writer", "sampler"):
+        name = getattr(combination, kind)
+        if name not in SUPPORTED[kind]:
+            assert f"{kind}={name}" in message
+
+
+@pytest.mark.parametrize("combination", COMPILED_MATRIX, ids=lambda c: c.name)
+def test_matrix_compiles_once(combination):
+    # built empty with compile=: 20 extends that wrap past capacity, 20 samples
+    # (and 20 update_priority calls) compile one graph each, with no graph break;
+    # interleaving them compiles nothing more; every sample holds the stored
+    # values at its index, and contents, writer state (and priorities) are eager's
+    run = run_compiled(combination)
+    assert not run.problems, run.problems
+    assert run.extend_graphs == 1 and run.sample_graphs == 1
+    assert run.update_graphs == (1 if combination.prioritized else None)
+    assert run.more_graphs == 0 and run.graph_breaks == 0
+
+
+@pytest.mark.parametrize("combination", COMPILED_MATRIX, ids=lambda c: c.name)
+def test_matrix_fullgraph_step(combination):
+    # within the user's torch.compile(step, fullgraph=True) calling extend, sample
+    # (and update_priority): it compiles, at most once more (the first call
+    # initializes a lazy storage), then never; same buffer as eager
+    run = run_fullgraph(combination)
+    assert run.error is None, run.error
+    assert not run.problems, run.problems
+    graphs = run.graphs
+    assert graphs[0] == 1 and graphs[1] <= 2 and graphs[-1] == graphs[1], graphs
+    if run.extended_before:
+        assert graphs[-1] == 1, graphs  # nothing to initialize within the graph
+
+
+def test_memmap_fullgraph_needs_one_extend(tmp_path):
+    # an empty LazyMemmapStorage would create its files within the graph: the
+    # error says to extend the buffer once before, and nothing is written
     rb = ReplayBuffer(
-        storage=make_component("storage", storage, ndim=ndim),
-        writer=make_component("writer", writer),
-        sampler=make_component("sampler", sampler),
-        batch_size=8,
-        compile={"backend": counter},
+        storage=LazyMemmapStorage(MAX_SIZE, scratch_dir=tmp_path), compile=True
     )
-    prioritized = sampler.startswith("Prioritized")
-    # ndim=2: batches of 4 envs x 8 steps, the buffer extends along the steps
-    shape = [30] if ndim == 1 else [4, 8]
-    # trajectories of 7 steps at most, for the slice samplers
-    done = (torch.arange(torch.Size(shape).numel()) % 7 == 0).reshape(*shape, 1)
-    for step in range(6):
-        obs = torch.full((*shape, 4), float(step))
-        rb.extend(TensorDict({"obs": obs, "next": {"done": done}}, shape))
-        sample, info = rb.sample(return_info=True)
-        assert_valid_index(info["index"], rb)
-        if prioritized:
-            rb.update_priority(info["index"], torch.rand(8) + 1)
-    # one graph each for extend, sample and update_priority
-    assert counter.graphs == 2 + prioritized
 
+    @torch.compile(backend=GraphCounter(), fullgraph=True)
+    def step(batch):
+        rb.extend(batch)
+        return rb.sample(16)
 
-def assert_valid_index(index, rb):
-    # within the filled part: a tuple of one index per dim for ndim=2 storages
-    # (and for slice samplers)
-    storage = rb._storage
-    if storage.ndim == 1 and isinstance(index, tuple):
-        (index,) = index
-    if storage.ndim == 1:
-        assert ((index >= 0) & (index < len(rb))).all()
-        return
-    assert isinstance(index, tuple) and len(index) == storage.ndim
-    for index_dim, size in zip(index, storage.shape):
-        assert ((index_dim >= 0) & (index_dim < size)).all()
-
-
-def assert_same_priorities(rb, rb_eager, exact=True):
-    # the sampler's trees, max priority and default priority equal to eager mode's;
-    # inductor fuses the priority math, hence rounds differently (exact=False)
-    leaves_index = torch.arange(rb.sampler.max_size).numpy()
-    for tree in ("_sum_tree", "_min_tree"):
-        got = torch.as_tensor(getattr(rb.sampler, tree)[leaves_index])
-        expected = torch.as_tensor(getattr(rb_eager.sampler, tree)[leaves_index])
-        if exact:
-            assert (got == expected).all()
-        else:
-            torch.testing.assert_close(got, expected)
-    assert rb.sampler._max_priority[0] == rb_eager.sampler._max_priority[0]
-    assert rb.sampler.default_priority == rb_eager.sampler.default_priority
+    # (torch<2.6 shows no reason, only the function that makes the files)
+    reason = "extend the buffer once before" if TORCH_2_6 else "_init_outside_graph"
+    with pytest.raises(Exception, match=reason):
+        step(make_batch("tensordict", BATCH, 0))
+    assert len(rb) == 0 and not rb.storage.initialized
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("within_buffer", [False, True], ids=["max-ever", "max-within"])
@@ -665,7 +639,6 @@ def test_ndim2_matches_eager(case, sampler, tmp_path):
     # extend, sample (and update_priority) over a storage of steps x envs: one
     # graph each, the contents, writer state (and priorities) of eager mode, and
     # samples that hold the sampled elements
-    skip_untraceable_memmap(case[1])
     counter = GraphCounter()
     rb = make_ndim2_buffer(case, sampler, {"backend": counter}, tmp_path / "c")
     rb_eager = make_ndim2_buffer(case, sampler, False, tmp_path / "e")
@@ -760,7 +733,8 @@ def test_ndim2_fullgraph_step(sampler):
 
 
 @pytest.mark.skipif(
-    not TORCH_2_6, reason="torch<2.6 breaks tensordict's graph with dynamic shapes"
+    not TORCH_2_6,
+    reason="torch<2.6 breaks the graph of TensorDict.transpose with dynamic shapes",
 )
 def test_ndim2_dynamic_steps():
     # rollouts of varying length: one more compilation, with dynamic shapes

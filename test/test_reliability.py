@@ -5,12 +5,7 @@ import threading
 
 import pytest
 import torch
-from conftest import (
-    assert_same_buffer,
-    GraphCounter,
-    make_batch,
-    skip_untraceable_memmap,
-)
+from conftest import assert_same_buffer, GraphCounter, make_batch
 from tensordict import MemoryMappedTensor
 from tensordict.utils import _TENSORCLASS_MEMO
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
@@ -78,7 +73,6 @@ def make_storage(storage_type, path):
     "storage_type", [LazyTensorStorage, LazyMemmapStorage], ids=lambda x: x.__name__
 )
 def test_checkpoint_reload_in_place_does_not_recompile(storage_type, how, tmp_path):
-    skip_untraceable_memmap(storage_type)
     # loads() fills a LazyTensorStorage with memory-mapped tensors: start from a
     # tensordict that has not memoized that type yet, whatever ran before
     _TENSORCLASS_MEMO.pop(MemoryMappedTensor, None)

@@ -1,7 +1,6 @@
 """The project's own files: the patch series, scripts/fork.sh, the compile report and the benchmarks."""
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -10,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TORCH_2_6
-from rb_compile_cases import is_supported, SAMPLERS, STORAGES, WRITERS
+from conftest import ROOT
+from rb_compile_cases import matrix_combinations
 
 
 PATCHES = ROOT / "patches"
@@ -135,6 +134,38 @@ def test_fork_bad_patch_leaves_nothing(tmp_path):
     assert not build.exists() or not any(build.iterdir())
 
 
+@pytest.mark.parametrize("work", ["uncommitted", "committed"])
+def test_fork_keeps_unexported_work(tmp_path, work):
+    # a rebuild (here: patches/ changed since build/torchrl was built) never
+    # replaces work in build/torchrl that patches/ does not hold
+    project = tmp_path / "project"
+    for part in ("scripts", "patches", "ci"):
+        shutil.copytree(ROOT / part, project / part)
+    (project / "build").mkdir()
+    fork = make_repo(project / "build" / "torchrl", "x = 1\n")
+    subprocess.run(["git", "tag", "v0.6.0"], cwd=fork, check=True)
+    (fork / ".git" / "rb-compile-fingerprint").write_text("an older series\n")
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=fork, capture_output=True, text=True
+    ).stdout
+    (fork / ".git" / "rb-compile-head").write_text(head)
+    (fork / "a.py").write_text("x = 2\n")
+    if work == "committed":
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "w"],
+            cwd=fork,
+            check=True,
+        )
+    result = run_fork("--base", "wheel", "--no-report", cwd=project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    expected = (
+        "uncommitted changes" if work == "uncommitted" else "commits not exported"
+    )
+    assert f"build/torchrl has {expected}" in result.stderr
+    assert "export-patches.sh" in result.stderr
+    assert (fork / "a.py").read_text() == "x = 2\n"
+
+
 def fork_head():
     return subprocess.run(
         ["git", "-C", str(ROOT / "build" / "torchrl"), "rev-parse", "HEAD"],
@@ -173,49 +204,83 @@ def test_fork_commits_one_per_patch():
     assert subjects == expected
 
 
+def markdown_tables(text):
+    """The tables of a markdown text, each as a list of rows (dicts by column)."""
+    tables = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line.startswith("|")]
+        if len(lines) < 2:
+            continue
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        tables.append(
+            [
+                dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+                for line in lines[2:]
+            ]
+        )
+    return tables
+
+
 def test_compile_report(tmp_path):
     markdown = tmp_path / "report.md"
+    only = (
+        "^(ReplayBuffer-)?LazyTensorStorage-(ndim1-)?RoundRobinWriter-"
+        "(RandomSampler|PrioritizedSampler)|^PrioritizedReplayBuffer-LazyMemmapStorage"
+    )
     result = run_script(
-        "compile_report.py", "--no-timing", "--calls", "5", "--markdown", str(markdown)
+        "compile_report.py",
+        "--no-timing",
+        "--calls",
+        "5",
+        "--only",
+        only,
+        "--markdown",
+        str(markdown),
     )
     assert result.returncode == 0, result.stderr
     text = markdown.read_text()
-    cases_table, rest = text.split("\n\n", 1)
-    lines = cases_table.splitlines()
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = [
-        dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
-        for line in lines[2:]
+    cases, matrix, refused = markdown_tables(text)
+    names = [row["case"] for row in cases]
+    assert names == [
+        "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensor",
+        "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict",
+        "LazyTensorStorage-RoundRobinWriter-RandomSampler-pytree",
+        "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-tensor",
+        "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-pytree",
     ]
-    names = [row["case"] for row in rows]
-    assert "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict" in names
-    assert "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-tensor" in names
-    for row in rows:
-        if row["case"].startswith("LazyMemmapStorage") and not TORCH_2_6:
-            continue  # torch<2.6 does not trace MemoryMappedTensor writes (README)
+    for row in cases:
         assert row["extend graphs"] == "1", row
         assert row["sample graphs"] == "1", row
         prioritized = "Prioritized" in row["case"]
         assert row["update_priority graphs"] == ("1" if prioritized else "-"), row
         assert row["recompiles"] == "0" and row["graph breaks"] == "0", row
-    # the whole matrix: supported count, and each refused component with its reason
-    supported = sum(
-        is_supported(storage, ndim, writer, sampler)
-        for (storage, ndim), writer, sampler in itertools.product(
-            STORAGES, WRITERS, SAMPLERS
-        )
-    )
-    # 3 storages x 6 samplers x (ndim 1: 3 writers, ndim 2: 2 round-robin writers)
-    assert supported == 90
-    assert f"| (none: the cases above) | {supported} of 126 | compile |" in rest
-    assert "| storage=ListStorage | 18 |" in rest
-    assert "writer=" not in rest  # every writer compiles where the base takes it
-    assert "| impossible at the base | 18 |" in rest
-    for datatype in ("tensor", "tensordict", "pytree"):
-        row = rows[
-            names.index(f"LazyTensorStorage-RoundRobinWriter-RandomSampler-{datatype}")
-        ]
-        assert row["fullgraph step"].startswith("yes"), row
+        assert row["fullgraph step"] == "yes (2 graphs)", row
+    # the matrix: every buffer class, storage (ndim 1, 2), writer and sampler
+    supported = [c for c in matrix_combinations() if c.supported]
+    # 3 storages x 6 samplers x (ndim 1: 3 writers, ndim 2: 2 round-robin
+    # writers), with 2 buffers; 3 storages x 2 ndim with 2 prioritized buffers
+    assert len(supported) == 2 * 90 + 2 * 6
+    assert f"{len(supported)} compile, 74 are refused" in text
+    assert [row["combination"] for row in matrix] == [
+        c.name for c in supported if re.search(only, c.name)
+    ]
+    assert len(matrix) == 4
+    for row in matrix:
+        prioritized = "Prioritized" in row["combination"]
+        assert row["extend graphs"] == "1" and row["sample graphs"] == "1", row
+        assert row["update_priority graphs"] == ("1" if prioritized else "-"), row
+        assert row["graphs when interleaved"] == "0", row
+        assert row["graph breaks"] == "0" and row["same as eager"] == "yes", row
+        if "LazyMemmapStorage" in row["combination"]:
+            assert row["fullgraph step"] == "yes, extended once before (1 graph)"
+        else:
+            assert row["fullgraph step"] == "yes (2 graphs)", row
+    # each refused component with its reason
+    refused = {row["component"]: row for row in refused}
+    assert refused["storage=ListStorage"]["combinations"] == "38"
+    assert refused["impossible at the base"]["combinations"] == "36"
+    assert "not compatible" in refused["impossible at the base"]["reason"]
+    assert not [c for c in refused if c.startswith("writer=")]
 
 
 def test_bench_quick(tmp_path):
