@@ -732,10 +732,6 @@ def test_ndim2_fullgraph_step(sampler):
         assert_same_priorities(rb, rb_eager)
 
 
-@pytest.mark.skipif(
-    not TORCH_2_6,
-    reason="torch<2.6 breaks the graph of TensorDict.transpose with dynamic shapes",
-)
 def test_ndim2_dynamic_steps():
     # rollouts of varying length: one more compilation, with dynamic shapes
     counter = GraphCounter()
