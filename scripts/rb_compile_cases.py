@@ -12,15 +12,22 @@ from tensordict import TensorDict
 class GraphCounter:
     """A torch.compile backend that counts the graphs it compiles and runs them eagerly.
 
-    A graph break or a recompilation shows as one more graph.
+    A graph break or a recompilation shows as one more graph. ``backend`` names a
+    backend of torch's to compile them with instead, such as ``"aot_eager"``, which
+    also traces them through AOTAutograd as inductor does (functionalization).
     """
 
-    def __init__(self):
+    def __init__(self, backend: str | None = None):
         self.graphs = 0
+        self.backend = backend
 
     def __call__(self, gm, example_inputs):
         self.graphs += 1
-        return gm.forward
+        if self.backend is None:
+            return gm.forward
+        import torch._dynamo
+
+        return torch._dynamo.lookup_backend(self.backend)(gm, example_inputs)
 
 
 def make_batch(datatype: str, size: int, step: int):
@@ -372,7 +379,8 @@ class MatrixRun:
 
 
 def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixRun:
-    """Builds the combination empty with ``compile=`` and a counting backend, and an
+    """Builds the combination empty with ``compile=`` and a counting backend (over
+    aot_eager, which traces the graphs through AOTAutograd as inductor does), and an
     eager twin; runs ``calls`` extends (past capacity), samples and (prioritized)
     update_priority calls, then interleaves the three; counts the graphs of each and
     compares the buffers, and each sample with the storage."""
@@ -381,7 +389,7 @@ def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixR
 
     torch._dynamo.reset()
     counters.clear()
-    counter = GraphCounter()
+    counter = GraphCounter("aot_eager")
     rb = combination.build({"backend": counter})
     rb_eager = combination.build(False)
     run = MatrixRun()
@@ -458,7 +466,7 @@ def run_fullgraph(combination: Combination, calls: int = MATRIX_CALLS) -> Fullgr
     import torch._dynamo
 
     torch._dynamo.reset()
-    counter = GraphCounter()
+    counter = GraphCounter("aot_eager")
     rb = combination.build(True)
     rb_eager = combination.build(False)
     run = FullgraphRun()

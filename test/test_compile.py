@@ -16,11 +16,13 @@ from conftest import (
     TORCH_2_6,
 )
 from rb_compile_cases import (
+    Combination,
     make_component,
     make_rollout,
     matrix_combinations,
     run_compiled,
     run_fullgraph,
+    sample_problems,
     SUPPORTED,
 )
 from tensordict import TensorDict
@@ -225,6 +227,25 @@ def test_inductor():
         sample, info = rb.sample(return_info=True)
         for x, y in zip(leaves(sample), leaves(rb[info["index"]])):
             assert (x == y).all()
+    assert_same_buffer(rb, rb_eager)
+
+
+def test_max_value_writer_inductor():
+    # the default backend on the writer's insertion loop (a while_loop): it
+    # lowers, and keeps the elements, slots and indices that eager mode keeps
+    combination = Combination(
+        "TensorDictReplayBuffer",
+        "LazyTensorStorage",
+        1,
+        "TensorDictMaxValueWriter",
+        "RandomSampler",
+    )
+    rb, rb_eager = combination.build(True), combination.build(False)
+    for step in range(6):
+        batch = combination.batch(step)
+        assert (rb.extend(batch.clone()) == rb_eager.extend(batch.clone())).all()
+        sample, info = rb.sample(return_info=True)
+        assert not sample_problems(rb, sample, info)
     assert_same_buffer(rb, rb_eager)
 
 
