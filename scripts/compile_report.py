@@ -9,17 +9,20 @@ storages, writers and samplers, against eager twins, and lists the combinations
 refused at construction with the reason.
 
 usage: python scripts/compile_report.py [--markdown FILE] [--calls N] [--only REGEX]
-                                        [--timing-backend NAME | --no-timing]
+                                        [--jobs N] [--timing-backend NAME | --no-timing]
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import re
 import statistics
 import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import as_completed, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -264,25 +267,43 @@ def fullgraph_cell(run):
     return cell
 
 
-def matrix_rows(combinations, calls, progress):
-    """One row per combination that compiles: its graphs against its eager twin."""
-    rows = []
-    for i, combination in enumerate(combinations, 1):
-        progress(f"[matrix {i}/{len(combinations)}] {combination.name}")
-        run = run_compiled(combination, calls)
-        rows.append(
-            [
-                combination.name,
-                str(run.extend_graphs),
-                str(run.sample_graphs),
-                "-" if run.update_graphs is None else str(run.update_graphs),
-                str(run.more_graphs),
-                str(run.graph_breaks),
-                "yes" if not run.problems else f"no ({run.problems[0]})",
-                fullgraph_cell(run_fullgraph(combination, calls)),
-            ]
-        )
-    return rows
+def matrix_row(combination, calls):
+    """The row of a combination that compiles: its graphs against its eager twin."""
+    run = run_compiled(combination, calls)
+    return [
+        combination.name,
+        str(run.extend_graphs),
+        str(run.sample_graphs),
+        "-" if run.update_graphs is None else str(run.update_graphs),
+        str(run.more_graphs),
+        str(run.graph_breaks),
+        "yes" if not run.problems else f"no ({run.problems[0]})",
+        fullgraph_cell(run_fullgraph(combination, calls)),
+    ]
+
+
+def _worker_init():
+    # one thread a process: the processes share the cores
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+
+
+def matrix_rows(combinations, calls, jobs, progress):
+    """The rows of the combinations that compile, computed by ``jobs`` processes."""
+    if jobs == 1:
+        rows = []
+        for i, combination in enumerate(combinations, 1):
+            progress(f"[matrix {i}/{len(combinations)}] {combination.name}")
+            rows.append(matrix_row(combination, calls))
+        return rows
+    context = multiprocessing.get_context(
+        "spawn"
+    )  # no fork of a process that ran inductor
+    with ProcessPoolExecutor(jobs, context, initializer=_worker_init) as pool:
+        futures = {pool.submit(matrix_row, c, calls): c for c in combinations}
+        for i, future in enumerate(as_completed(futures), 1):
+            progress(f"[matrix {i}/{len(combinations)}] {futures[future].name}")
+        return [future.result() for future in futures]
 
 
 def refused_components(combinations):
@@ -362,6 +383,12 @@ def main(argv=None):
         help="only the cases and matrix combinations whose name matches (re.search); "
         "the refusals are always listed",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes that run the matrix (default: 2, or 1 on one core)",
+    )
     parser.add_argument("--timing-backend", default="inductor")
     parser.add_argument("--no-timing", action="store_true")
     args = parser.parse_args(argv)
@@ -426,6 +453,7 @@ def main(argv=None):
     matrix = matrix_rows(
         [c for c in compiled if only is None or only.search(c.name)],
         args.calls,
+        args.jobs,
         progress,
     )
 
