@@ -33,7 +33,11 @@ from rb_compile_cases import (
     make_batch,
     make_component,
     make_rollout,
+    MATRIX_BATCH,
     matrix_combinations,
+    MATRIX_ENVS,
+    MATRIX_MAX_SIZE,
+    MATRIX_SAMPLE,
     run_compiled,
     run_fullgraph,
 )
@@ -259,9 +263,8 @@ def fullgraph_cell(run):
     if run.error is not None:
         return f"no ({run.error.splitlines()[0][:60]})"
     graphs = run.graphs[-1]
-    cell = f"yes ({graphs} graph{'s' if graphs > 1 else ''})"
-    if run.extended_before:
-        cell = f"yes, extended once before ({graphs} graph{'s' if graphs > 1 else ''})"
+    before = ", extended once before" if run.extended_before else ""
+    cell = f"yes{before} ({graphs} graph{'s' if graphs > 1 else ''})"
     if run.problems:
         cell += f"; differs: {run.problems[0]}"
     return cell
@@ -296,9 +299,8 @@ def matrix_rows(combinations, calls, jobs, progress):
             progress(f"[matrix {i}/{len(combinations)}] {combination.name}")
             rows.append(matrix_row(combination, calls))
         return rows
-    context = multiprocessing.get_context(
-        "spawn"
-    )  # no fork of a process that ran inductor
+    # spawned, not forked: this process has run inductor's threads
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, context, initializer=_worker_init) as pool:
         futures = {pool.submit(matrix_row, c, calls): c for c in combinations}
         for i, future in enumerate(as_completed(futures), 1):
@@ -392,6 +394,8 @@ def main(argv=None):
     parser.add_argument("--timing-backend", default="inductor")
     parser.add_argument("--no-timing", action="store_true")
     args = parser.parse_args(argv)
+    if args.jobs < 1 or args.calls < 2:
+        parser.error("--jobs takes 1 or more, --calls 2 or more")
     warnings.filterwarnings("ignore")
     only = re.compile(args.only) if args.only else None
 
@@ -504,10 +508,13 @@ def main(argv=None):
         "fullgraph step",
     ]
     matrix_notes = [
-        f"Each built empty with compile= and a counting backend, beside an eager "
-        f"twin given the same batches (tensordicts of nested keys and mixed dtypes, "
-        f"30 elements, or 4 envs x 7 steps for ndim=2, into a capacity of 100): "
-        f"{args.calls} extends, then {args.calls} samples of 8, then (prioritized) "
+        "Each built empty with compile= and a counting backend over aot_eager "
+        "(which traces the graphs through AOTAutograd, as inductor does), beside "
+        "an eager twin given the same batches (tensordicts of nested keys and "
+        f"mixed dtypes, {MATRIX_BATCH} elements, or {MATRIX_ENVS} envs x "
+        f"{MATRIX_BATCH // MATRIX_ENVS} steps for ndim=2, into a capacity of "
+        f"{MATRIX_MAX_SIZE}): {args.calls} extends, then {args.calls} samples of "
+        f"{MATRIX_SAMPLE}, then (prioritized) "
         f"{args.calls} update_priority calls, then 5 calls of the three interleaved, "
         "which should compile nothing more. Same as eager: indices returned by "
         "extend, every sample holds the stored values at its index, then length, "

@@ -170,12 +170,10 @@ PRIORITIZED_BUFFER_WRITERS = {
     "TensorDictPrioritizedReplayBuffer": "TensorDictRoundRobinWriter",
 }
 MATRIX_MAX_SIZE = 100
-MATRIX_BATCH = (
-    30  # does not divide the capacity: the cursor wraps at a new place each lap
-)
-MATRIX_ENVS = (
-    4  # ndim=2: batches of 4 envs x 8 steps, the buffer extends along the steps
-)
+# batches of 30 elements, which do not divide the capacity: the cursor wraps at a
+# new place each lap; with ndim=2, of 4 envs x 7 steps, extended along the steps
+MATRIX_BATCH = 30
+MATRIX_ENVS = 4
 MATRIX_SAMPLE = 8  # two slices of 4 steps for the slice samplers
 MATRIX_CALLS = 20
 
@@ -256,12 +254,10 @@ def matrix_combinations() -> list[Combination]:
     TensorDictReplayBuffer, and every storage with the two prioritized buffers."""
     combinations = []
     for buffer in BUFFERS:
+        writers, samplers = WRITERS, SAMPLERS
         if buffer in PRIORITIZED_BUFFER_WRITERS:
-            writers, samplers = [PRIORITIZED_BUFFER_WRITERS[buffer]], [
-                "PrioritizedSampler"
-            ]
-        else:
-            writers, samplers = WRITERS, SAMPLERS
+            writers = [PRIORITIZED_BUFFER_WRITERS[buffer]]
+            samplers = ["PrioritizedSampler"]
         for (storage, ndim), writer, sampler in itertools.product(
             STORAGES, writers, samplers
         ):
@@ -371,11 +367,11 @@ class MatrixRun:
     extend_graphs: int = 0
     sample_graphs: int = 0
     update_graphs: int | None = None
-    more_graphs: int = 0  # graphs compiled by the calls that interleave the three
+    # graphs compiled by the calls that interleave the three
+    more_graphs: int = 0
     graph_breaks: int = 0
-    problems: list = field(
-        default_factory=list
-    )  # invalid samples, differences from eager
+    # invalid samples, differences from eager
+    problems: list = field(default_factory=list)
 
 
 def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixRun:
@@ -445,12 +441,10 @@ def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixR
 class FullgraphRun:
     """The combination within the user's ``torch.compile(step, fullgraph=True)``."""
 
-    graphs: list = field(
-        default_factory=list
-    )  # graphs compiled so far, after each call
-    extended_before: bool = (
-        False  # a LazyMemmapStorage is extended once, eagerly, before
-    )
+    # graphs compiled so far, after each call
+    graphs: list = field(default_factory=list)
+    # a LazyMemmapStorage is extended once, eagerly, before
+    extended_before: bool = False
     error: str | None = None
     problems: list = field(default_factory=list)
 
