@@ -38,11 +38,15 @@ for commit in $(git -C "$FORK" rev-list --reverse v0.6.0..HEAD) v0.6.0; do
   fi
   log=$(mktemp)
   rc=0
-  (cd "$CHECK" && PYTHONPATH=$CHECK "$PY" -m pytest test/test_rb.py -n 2 -q -p no:cacheprovider >"$log" 2>&1) || rc=$?
+  (cd "$CHECK" && PYTHONPATH=$CHECK "$PY" -m pytest test/test_rb.py -n 2 -q -p no:cacheprovider -rfE >"$log" 2>&1) || rc=$?
   summary=$(tail -n 1 "$log")
-  rm -f "$log"
   [ "$rc" -eq 0 ] || status=1
   results+=("${summary//=/}: $title")
+  # which tests failed, and why, in a line each
+  while read -r failed; do
+    results+=("    $failed")
+  done < <(grep -E '^(FAILED|ERROR) ' "$log" || true)
+  rm -f "$log"
 done
 say "upstream test/test_rb.py at each prefix:"
 printf '    %s\n' "${results[@]}"
