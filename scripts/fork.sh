@@ -269,8 +269,8 @@ if [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" != "$install_id" ]; then
 fi
 "$VENV/bin/python" -c "import torchrl.data" 2>/dev/null || die "the fork does not import: run '$VENV/bin/python -c \"import torchrl.data\"' to see why"
 if ! "$VENV/bin/python" -c "import torchrl._torchrl" >/dev/null 2>&1; then
-  say "note: no C++ extension (torchrl._torchrl): PrioritizedSampler, PrioritizedSliceSampler,"
-  say "      PrioritizedReplayBuffer and TensorDictPrioritizedReplayBuffer need it; build from a checkout"
+  say "note: no C++ extension (torchrl._torchrl): the prioritized samplers use the torch-op"
+  say "      segment trees of the series instead; build from a checkout for the C++ ones"
 fi
 say "fork ready: build/torchrl ($mode base, torch $torch_version); python: .venv/bin/python"
 
