@@ -29,6 +29,7 @@ import torch
 import torch._dynamo
 
 from rb_compile_cases import (
+    FullgraphRun,
     GraphCounter,
     make_batch,
     make_component,
@@ -230,11 +231,10 @@ def fullgraph_step(case, calls):
     torch._dynamo.reset()
     counter = GraphCounter()
     rb = make_buffer(case, True)
-    before = ""
-    if case.storage is LazyMemmapStorage:
+    run = FullgraphRun(extended_before=case.storage is LazyMemmapStorage)
+    if run.extended_before:
         # it creates its files when first extended, which a graph cannot do
         rb.extend(case.batch(-1))
-        before = ", extended once before"
 
     @torch.compile(backend=counter, fullgraph=True)
     def step(batch):
@@ -248,9 +248,9 @@ def fullgraph_step(case, calls):
         for i in range(calls):
             step(case.batch(i))
     except Exception as err:  # reported, not raised: the report covers every case
-        reason = str(err).strip().splitlines()[0][:60] if str(err).strip() else ""
-        return f"no ({type(err).__name__}: {reason})"
-    return f"yes{before} ({counter.graphs} graph{'s' if counter.graphs > 1 else ''})"
+        run.error = f"{type(err).__name__}: {err}"
+    run.graphs.append(counter.graphs)
+    return fullgraph_cell(run)
 
 
 REFUSED_TITLE = (
@@ -260,8 +260,11 @@ REFUSED_TITLE = (
 
 
 def fullgraph_cell(run):
+    """The fullgraph step column of a case or a combination."""
     if run.error is not None:
-        return f"no ({run.error.splitlines()[0][:60]})"
+        kind, _, message = run.error.partition(": ")
+        lines = message.strip().splitlines()
+        return f"no ({kind}: {lines[0][:60] if lines else ''})"
     graphs = run.graphs[-1]
     before = ", extended once before" if run.extended_before else ""
     cell = f"yes{before} ({graphs} graph{'s' if graphs > 1 else ''})"
