@@ -1,10 +1,11 @@
 """Benchmarks the patched fork against the unpatched base and a hand-written ring buffer.
 
-usage: .venv/bin/python scripts/bench.py [--quick] [--rounds N] [--out DIR]
+usage: python scripts/bench.py [--series main|v0.6.0] [--quick] [--rounds N] [--out DIR]
 
 Runs scripts/bench_cases.py with pytest-benchmark in two processes that take turns: the fork
-that scripts/fork.sh built (build/torchrl, installed in .venv) and the same base without the
-series (a worktree of build/torchrl at v0.6.0, first on PYTHONPATH), with the same torch.
+of the series that scripts/fork.sh built (build/SERIES/torchrl, installed in .venv/SERIES) and
+the same base without the series (a worktree of build/SERIES/torchrl at its base, first on
+PYTHONPATH), with the same torch. The default series is main.
 Writes into DIR (default build/bench): the raw pytest-benchmark JSON of every run, report.md
 (tables of microseconds and ratios, and the targets of the series), and PNG plots.
 --quick runs one round of the reference sizes only, in about a minute: CI uses it to check
@@ -23,8 +24,12 @@ import time
 from collections import defaultdict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FORK = ROOT / "build" / "torchrl"
-PYTHON = ROOT / ".venv" / "bin" / "python"
+SERIES_NAMES = ("main", "v0.6.0")
+BASE_NAMES = {"main": "torchrl main ae9719f", "v0.6.0": "torchrl v0.6.0"}
+# set by main() from --series: the fork measured, and its python
+FORK = ROOT / "build" / "main" / "torchrl"
+PYTHON = ROOT / ".venv" / "main" / "bin" / "python"
+SERIES = "main"
 IMPLS = ("base", "fork", "ring")
 MODES = ("eager", "compiled")
 REFERENCE = {"batch": 100, "capacity": 100_000, "sample": 256}
@@ -46,9 +51,9 @@ def git(*args: str) -> str:
 
 
 def prepare_base(out: pathlib.Path) -> pathlib.Path:
-    """A worktree of build/torchrl at v0.6.0, with the fork's C++ extension (unpatched)."""
-    base = out / "base-torchrl"
-    tag = git("rev-parse", "v0.6.0^{commit}")
+    """A worktree of the fork at its base, with the fork's C++ extension (unpatched)."""
+    base = out / f"base-torchrl-{SERIES}"
+    tag = git("rev-parse", "series-base^{commit}")
     if base.exists():
         head = subprocess.run(
             ["git", "-C", str(base), "rev-parse", "HEAD"],
@@ -236,7 +241,7 @@ def report(results, extra, skips, out, quick, rounds, meta):
         "",
         f"{meta}. Median time per call in µs, the least disturbed of {rounds} "
         f"round(s){' (quick mode: reference sizes only, few rounds)' if quick else ''}. "
-        "base = torchrl v0.6.0 unpatched (compiled = `torch.compile` of its `extend` and "
+        f"base = {BASE_NAMES[SERIES]} unpatched (compiled = `torch.compile` of its `extend` and "
         "`sample`); fork = the patched series (compiled = `ReplayBuffer(compile=True)`, "
         "inductor); ring = a hand-written torch ring buffer (compiled = `torch.compile` of "
         "its methods). Reference workload: a TensorDict batch of 100 rows with 5 leaves, "
@@ -343,7 +348,14 @@ def plot(results, out):
 
 
 def main():
+    global FORK, PYTHON, SERIES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--series",
+        choices=SERIES_NAMES,
+        default=os.environ.get("RB_SERIES", "main"),
+        help="the series whose fork to measure (default: main)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -357,8 +369,11 @@ def main():
     )
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()  # fmt: skip
+    SERIES = args.series
+    FORK = ROOT / "build" / SERIES / "torchrl"
+    PYTHON = ROOT / ".venv" / SERIES / "bin" / "python"
     if not PYTHON.exists() or not (FORK / ".git").exists():
-        fail("no fork to measure: run scripts/fork.sh first")
+        fail(f"no fork to measure: run scripts/fork.sh --series {SERIES} first")
     if args.rounds < 1:
         fail("--rounds must be at least 1")
     rounds = 1 if args.quick else args.rounds
@@ -373,7 +388,9 @@ def main():
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     meta = f"torch {versions[0]}, tensordict {versions[1]}, {os.cpu_count()} CPU(s)"
-    say(f"{meta}; base: {base} (v0.6.0), fork: {FORK}; {rounds} round(s) each")
+    say(
+        f"{meta}; base: {base} ({BASE_NAMES[SERIES]}), fork: {FORK}; {rounds} round(s) each"
+    )
     for round_index in range(rounds):
         # take turns, so that a slow spell of the machine hits both sides
         order = ("base", "fork") if round_index % 2 == 0 else ("fork", "base")

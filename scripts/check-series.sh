@@ -1,44 +1,45 @@
 #!/usr/bin/env bash
-# Checks that every prefix of the series applies, imports and passes upstream's
-# test/test_rb.py (bisectable), on the fork built by scripts/fork.sh from a checkout.
+# Checks that every prefix of a series applies, imports and passes its base's upstream
+# tests (main: test/rb/, v0.6.0: test/test_rb.py): the series is bisectable. Runs on the
+# fork built by scripts/fork.sh from a checkout or a clone.
 set -euo pipefail
 
-usage() { echo "usage: scripts/check-series.sh   (after scripts/fork.sh --checkout PATH, or a clone base)"; }
-case "${1:-}" in -h|--help) usage; exit 0 ;; "") ;; *) usage >&2; exit 2 ;; esac
+usage() { echo "usage: scripts/check-series.sh [--series main|v0.6.0]   (after scripts/fork.sh --series SERIES --checkout PATH, or a clone base)"; }
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FORK=$ROOT/build/torchrl
-CHECK=$ROOT/build/series-check
-PY=$ROOT/.venv/bin/python
+source "$(dirname "$0")/series.sh"
+series_parse_args "$@"
+series_load "$SERIES"
+case "${ARGS[0]:-}" in -h|--help) usage; exit 0 ;; "") ;; *) usage >&2; exit 2 ;; esac
+CHECK=$BUILD_DIR/series-check
 say() { echo "check-series.sh: $*"; }
 die() { echo "check-series.sh: error: $*" >&2; exit 1; }
 
-[ -x "$PY" ] || die "no .venv: run scripts/fork.sh first"
-[ -f "$FORK/test/test_rb.py" ] && [ -f "$FORK/setup.py" ] \
-  || die "build/torchrl has no test/test_rb.py (wheel base): run scripts/fork.sh --checkout PATH"
+[ -x "$PY" ] || die "no .venv/$SERIES: run scripts/fork.sh --series $SERIES first"
+[ -e "$FORK/$UPSTREAM_TESTS" ] && [ -f "$FORK/setup.py" ] \
+  || die "build/$SERIES/torchrl has no $UPSTREAM_TESTS (wheel base): run scripts/fork.sh --series $SERIES --checkout PATH"
 so=$(ls "$FORK"/torchrl/_torchrl*.so 2>/dev/null | head -n 1) \
-  || die "build/torchrl has no built C++ extension: run scripts/fork.sh"
+  || die "build/$SERIES/torchrl has no built C++ extension: run scripts/fork.sh --series $SERIES"
 
 # the C++ sources are not touched by the series: every prefix reuses the extension built once
 rm -rf "$CHECK"
 git -C "$FORK" worktree prune
-git -C "$FORK" worktree add -q --detach "$CHECK" v0.6.0
+git -C "$FORK" worktree add -q --detach "$CHECK" "$BASE_TAG"
 trap 'git -C "$FORK" worktree remove --force "$CHECK" >/dev/null 2>&1 || true' EXIT
 
 status=0
 results=()
-for commit in $(git -C "$FORK" rev-list --reverse v0.6.0..HEAD) v0.6.0; do
+for commit in $(git -C "$FORK" rev-list --reverse "$BASE_TAG..HEAD") "$BASE_TAG"; do
   git -C "$CHECK" checkout -q "$commit"
   cp "$so" "$CHECK/torchrl/"
   title=$(git -C "$CHECK" log -1 --format=%s)
-  [ "$commit" = v0.6.0 ] && title="(base) $title"
+  [ "$commit" = "$BASE_TAG" ] && title="(base) $title"
   say "$title"
   if ! (cd "$CHECK" && PYTHONPATH=$CHECK "$PY" -c "import torchrl.data, torchrl._torchrl") ; then
     results+=("does not import: $title"); status=1; continue
   fi
   log=$(mktemp)
   rc=0
-  (cd "$CHECK" && PYTHONPATH=$CHECK "$PY" -m pytest test/test_rb.py -n 2 -q -p no:cacheprovider -rfE >"$log" 2>&1) || rc=$?
+  (cd "$CHECK" && PYTHONPATH=$CHECK "$PY" -m pytest "$UPSTREAM_TESTS" -n 2 -q -p no:cacheprovider -rfE >"$log" 2>&1) || rc=$?
   summary=$(tail -n 1 "$log")
   [ "$rc" -eq 0 ] || status=1
   results+=("${summary//=/}: $title")
@@ -48,6 +49,6 @@ for commit in $(git -C "$FORK" rev-list --reverse v0.6.0..HEAD) v0.6.0; do
   done < <(grep -E '^(FAILED|ERROR) ' "$log" || true)
   rm -f "$log"
 done
-say "upstream test/test_rb.py at each prefix:"
+say "upstream $UPSTREAM_TESTS at each prefix:"
 printf '    %s\n' "${results[@]}"
 exit "$status"

@@ -2,14 +2,21 @@
 
 For each case it counts, with a counting backend, the graphs compiled for
 ``extend`` and ``sample`` over calls that fill and wrap the buffer, the graph
-breaks and recompilations, checks that the buffer traces within a user's
-``torch.compile(step, fullgraph=True)``, and times eager against compiled calls.
-Then it runs the same checks, without timing, over the whole matrix of buffers,
-storages, writers and samplers, against eager twins, and lists the combinations
-refused at construction with the reason.
+breaks and recompilations, and checks that the buffer traces within a user's
+``torch.compile(step, fullgraph=True)``. By default it reports the seed's cases
+(a LazyTensorStorage of 1000 elements, RoundRobinWriter, RandomSampler; tensors,
+tensordicts and pytrees) in a minute or so. With --full it reports every case the
+series compiles, times eager against compiled calls, then runs the same checks,
+without timing, over the whole matrix of buffers, storages, writers and samplers,
+against eager twins, and lists the combinations refused at construction with the
+reason (tens of minutes; CI runs it).
 
-usage: python scripts/compile_report.py [--markdown FILE] [--calls N] [--only REGEX]
-                                        [--jobs N] [--timing-backend NAME | --no-timing]
+It runs against the fork of the python that runs it; --series names the series
+that fork should be (main or v0.6.0, as scripts/fork.sh builds them).
+
+usage: python scripts/compile_report.py [--series main|v0.6.0] [--full] [--markdown FILE]
+                                        [--calls N] [--only REGEX] [--jobs N]
+                                        [--timing-backend NAME | --no-timing]
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ import torch
 import torch._dynamo
 
 from rb_compile_cases import (
+    BUFFERS,
+    detect_series,
     FullgraphRun,
     GraphCounter,
     make_batch,
@@ -41,6 +50,9 @@ from rb_compile_cases import (
     MATRIX_SAMPLE,
     run_compiled,
     run_fullgraph,
+    SERIES,
+    SERIES_NAMES,
+    SUPPORTED,
 )
 from torch._dynamo.utils import counters
 from torchrl.data import (
@@ -182,6 +194,22 @@ CASES = [
         TensorDictReplayBuffer,
     ),
 ]
+
+
+def case_supported(case) -> bool:
+    """Whether the series compiles the case (the report's cases of the v0.6.0
+    series that the forward port to main does not cover yet are left out)."""
+    return (
+        case.storage.__name__ in SUPPORTED["storage"]
+        and case.ndim in SUPPORTED["ndim"]
+        and case.writer.__name__ in SUPPORTED["writer"]
+        and case.sampler.__name__ in SUPPORTED["sampler"]
+        and case.buffer.__name__ in BUFFERS
+    )
+
+
+# the seed's cases: the buffer of the notes that started the work, with each data type
+SEED_CASES = CASES[:3]
 
 
 def make_buffer(case, compile):
@@ -380,6 +408,16 @@ def markdown_table(header, rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--series",
+        choices=SERIES_NAMES,
+        help="the series the fork should be (default: the installed torchrl's)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="every case, the timings and the whole matrix (tens of minutes)",
+    )
     parser.add_argument("--markdown", help="also write the report to this file")
     parser.add_argument("--calls", type=int, default=20, help="calls per check")
     parser.add_argument(
@@ -399,6 +437,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.calls < 2:
         parser.error("--jobs takes 1 or more, --calls 2 or more")
+    if args.series is not None and args.series != SERIES:
+        parser.error(
+            f"--series {args.series}, but this python runs the {SERIES} series' fork "
+            f"(installed torchrl: {detect_series()}): run it with .venv/{args.series}/bin/python"
+        )
+    if not args.full:
+        # the seed's cases, counted: the timings and the matrix come with --full
+        args.no_timing = True
     warnings.filterwarnings("ignore")
     only = re.compile(args.only) if args.only else None
 
@@ -421,7 +467,11 @@ def main(argv=None):
             "sample µs eager",
             "sample µs compiled",
         ]
-    cases = [case for case in CASES if only is None or only.search(case.name)]
+    cases = [
+        case
+        for case in (CASES if args.full else SEED_CASES)
+        if case_supported(case) and (only is None or only.search(case.name))
+    ]
     rows = []
     for i, case in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] {case.name}")
@@ -454,15 +504,16 @@ def main(argv=None):
             ]
         rows.append(row)
 
-    combinations = matrix_combinations()
-    compiled = [c for c in combinations if c.supported]
-    refused = refused_components([c for c in combinations if not c.supported])
-    matrix = matrix_rows(
-        [c for c in compiled if only is None or only.search(c.name)],
-        args.calls,
-        args.jobs,
-        progress,
-    )
+    if args.full:
+        combinations = matrix_combinations()
+        compiled = [c for c in combinations if c.supported]
+        refused = refused_components([c for c in combinations if not c.supported])
+        matrix = matrix_rows(
+            [c for c in compiled if only is None or only.search(c.name)],
+            args.calls,
+            args.jobs,
+            progress,
+        )
 
     notes = [
         f"{args.calls} calls each of extend (batches of {BATCH} into a capacity of "
@@ -474,78 +525,114 @@ def main(argv=None):
         "first call initializes the storage, so 2 graphs are expected. A "
         "LazyMemmapStorage creates files when first extended, which a graph "
         "cannot do: it is extended once, eagerly, before (1 graph).",
-        f"Prioritized cases: then {args.calls} calls of update_priority with the "
-        "sampled indices; the fullgraph step calls update_priority too.",
-        f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
-        f"extended with rollouts of {ENVS} envs x {BATCH // ENVS} steps.",
-        "Slice sampler cases: slices of 4 steps (64 per "
-        "sample) of trajectories of 7 steps (next/done every 7 elements). Slice "
-        "samplers read the trajectories from a tensordict storage: with tensor "
-        "or pytree batches they fail at the base already, so the report runs "
-        "tensordicts.",
-        "TensorDictMaxValueWriter case: ranked by ('next', 'reward'), which grows "
-        "from call to call, so that every element of a batch is inserted, one at a "
-        "time as in eager mode.",
     ]
+    kinds = {
+        "prioritized": any(case.prioritized for case in cases),
+        "ndim2": any(case.ndim == 2 for case in cases),
+        "slice": any("Slice" in case.sampler.__name__ for case in cases),
+        "max value": any(case.writer is TensorDictMaxValueWriter for case in cases),
+    }
+    if kinds["prioritized"]:
+        notes.append(
+            f"Prioritized cases: then {args.calls} calls of update_priority with the "
+            "sampled indices; the fullgraph step calls update_priority too."
+        )
+    if kinds["ndim2"]:
+        notes.append(
+            f"ndim2 cases: a storage of steps x {ENVS} envs ({MAX_SIZE} elements), "
+            f"extended with rollouts of {ENVS} envs x {BATCH // ENVS} steps."
+        )
+    if kinds["slice"]:
+        notes.append(
+            "Slice sampler cases: slices of 4 steps (64 per "
+            "sample) of trajectories of 7 steps (next/done every 7 elements). Slice "
+            "samplers read the trajectories from a tensordict storage: with tensor "
+            "or pytree batches they fail at the base already, so the report runs "
+            "tensordicts."
+        )
+    if kinds["max value"]:
+        notes.append(
+            "TensorDictMaxValueWriter case: ranked by ('next', 'reward'), which grows "
+            "from call to call, so that every element of a batch is inserted, one at "
+            "a time as in eager mode."
+        )
     if not args.no_timing:
         notes.append(
             f"Times: median µs per call, eager against compiled with "
             f"backend={args.timing_backend!r}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; one noisy machine, compare ratios."
         )
-    matrix_title = (
-        f"The whole matrix: {len(combinations)} combinations of buffer, storage "
-        "(ndim 1, 2), writer and sampler (ReplayBuffer and TensorDictReplayBuffer "
-        "with each storage, writer and sampler; PrioritizedReplayBuffer and "
-        f"TensorDictPrioritizedReplayBuffer with each storage). {len(compiled)} "
-        f"compile, {len(combinations) - len(compiled)} are refused (below)."
+    title = f"The {SERIES} series, torch {torch.__version__}: " + (
+        "every case it compiles." if args.full else "the seed's cases."
     )
-    matrix_header = [
-        "combination",
-        "extend graphs",
-        "sample graphs",
-        "update_priority graphs",
-        "graphs when interleaved",
-        "graph breaks",
-        "same as eager",
-        "fullgraph step",
-    ]
-    matrix_notes = [
-        "Each built empty with compile= and a counting backend over aot_eager "
-        "(which traces the graphs through AOTAutograd, as inductor does), beside "
-        "an eager twin given the same batches (tensordicts of nested keys and "
-        f"mixed dtypes, {MATRIX_BATCH} elements, or {MATRIX_ENVS} envs x "
-        f"{MATRIX_BATCH // MATRIX_ENVS} steps for ndim=2, into a capacity of "
-        f"{MATRIX_MAX_SIZE}): {args.calls} extends, then {args.calls} samples of "
-        f"{MATRIX_SAMPLE}, then (prioritized) "
-        f"{args.calls} update_priority calls, then 5 calls of the three interleaved, "
-        "which should compile nothing more. Same as eager: indices returned by "
-        "extend, every sample holds the stored values at its index, then length, "
-        "cursor, write count, contents (and priorities) equal at the end.",
-        "fullgraph step: the same, built empty, within the user's "
-        "torch.compile(step, fullgraph=True) calling extend, sample (and "
-        "update_priority); graphs compiled after the last call, and whether the "
-        "buffer is the same as its eager twin's.",
-    ]
-
+    print(title)
     print_table(header, rows)
     for note in notes:
         print(f"- {note}")
-    print(f"\n{matrix_title}")
-    print_table(matrix_header, matrix)
-    for note in matrix_notes:
-        print(f"- {note}")
-    print(f"\n{REFUSED_TITLE}")
-    print_table(["component", "combinations", "reason"], refused)
+    if not args.full:
+        print(
+            "- The timings, every case and the whole matrix: compile_report.py --full "
+            "(scripts/fork.sh --full-report)."
+        )
+    sections = [title + "\n\n" + markdown_table(header, rows)]
+    sections.append("\n".join(f"- {note}" for note in notes) + "\n")
+    if args.full:
+        prioritized_buffers = [b for b in BUFFERS if "Prioritized" in b]
+        matrix_title = (
+            f"The whole matrix: {len(combinations)} combinations of buffer, storage "
+            "(ndim 1, 2), writer and sampler (ReplayBuffer and TensorDictReplayBuffer "
+            "with each storage, writer and sampler"
+            + (
+                f"; {' and '.join(prioritized_buffers)} with each storage"
+                if prioritized_buffers
+                else ""
+            )
+            + f"). {len(compiled)} compile, {len(combinations) - len(compiled)} are "
+            "refused (below)."
+        )
+        matrix_header = [
+            "combination",
+            "extend graphs",
+            "sample graphs",
+            "update_priority graphs",
+            "graphs when interleaved",
+            "graph breaks",
+            "same as eager",
+            "fullgraph step",
+        ]
+        matrix_notes = [
+            "Each built empty with compile= and a counting backend over aot_eager "
+            "(which traces the graphs through AOTAutograd, as inductor does), beside "
+            "an eager twin given the same batches (tensordicts of nested keys and "
+            f"mixed dtypes, {MATRIX_BATCH} elements, or {MATRIX_ENVS} envs x "
+            f"{MATRIX_BATCH // MATRIX_ENVS} steps for ndim=2, into a capacity of "
+            f"{MATRIX_MAX_SIZE}): {args.calls} extends, then {args.calls} samples of "
+            f"{MATRIX_SAMPLE}, then (prioritized) "
+            f"{args.calls} update_priority calls, then 5 calls of the three "
+            "interleaved, which should compile nothing more. Same as eager: indices "
+            "returned by extend, every sample holds the stored values at its index, "
+            "then length, cursor, write count, contents (and priorities) equal at "
+            "the end.",
+            "fullgraph step: the same, built empty, within the user's "
+            "torch.compile(step, fullgraph=True) calling extend, sample (and "
+            "update_priority); graphs compiled after the last call, and whether the "
+            "buffer is the same as its eager twin's.",
+        ]
+        print(f"\n{matrix_title}")
+        print_table(matrix_header, matrix)
+        for note in matrix_notes:
+            print(f"- {note}")
+        print(f"\n{REFUSED_TITLE}")
+        print_table(["component", "combinations", "reason"], refused)
+        sections.append(f"{matrix_title}\n\n" + markdown_table(matrix_header, matrix))
+        sections.append("\n".join(f"- {note}" for note in matrix_notes) + "\n")
+        sections.append(
+            f"{REFUSED_TITLE}\n\n"
+            + markdown_table(["component", "combinations", "reason"], refused)
+        )
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(markdown_table(header, rows))
-            f.write("\n" + "\n".join(f"- {note}" for note in notes) + "\n")
-            f.write(f"\n{matrix_title}\n\n")
-            f.write(markdown_table(matrix_header, matrix))
-            f.write("\n" + "\n".join(f"- {note}" for note in matrix_notes) + "\n")
-            f.write(f"\n{REFUSED_TITLE}\n\n")
-            f.write(markdown_table(["component", "combinations", "reason"], refused))
+            f.write("\n".join(sections))
         progress(f"written to {args.markdown}")
 
 

@@ -1,52 +1,57 @@
 #!/usr/bin/env bash
-# Builds the patched torchrl fork: torchrl v0.6.0 plus patches/series, installed
-# editable in .venv, then prints the compile report.
+# Builds a patched torchrl fork: the base of a series (torchrl main by default, or v0.6.0)
+# plus patches/SERIES/series, installed editable in .venv/SERIES, then prints the compile report.
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: scripts/fork.sh [--checkout PATH] [--base checkout|clone|wheel] [--torch VERSION]
-                       [--no-report] [--report-md FILE]
+usage: scripts/fork.sh [--series main|v0.6.0] [--checkout PATH] [--base checkout|clone|wheel]
+                       [--torch VERSION] [--no-report | --full-report] [--report-md FILE]
 
-Gets torchrl v0.6.0 into build/torchrl, applies patches/series with `git am` (one
-commit per patch), installs it editable into .venv with the pinned dependencies of
-ci/requirements.txt, and prints the compile report.
+Gets the base of the series into build/SERIES/torchrl, applies patches/SERIES/series with
+`git am` (one commit per patch), installs it editable into .venv/SERIES with the pinned
+dependencies of ci/requirements-SERIES.txt, and prints the compile report of the seed's cases.
+
+  --series NAME      main (default: torchrl main at ae9719f, 2026-08-22) or v0.6.0
+                     (torchrl v0.6.0); each has its own build/NAME/ and .venv/NAME/
 
 The base comes from, in this order:
-  --checkout PATH (or $TORCHRL_CHECKOUT)  a clean torchrl clone at v0.6.0 or baba52b9;
+  --checkout PATH (or $TORCHRL_CHECKOUT)  a clean torchrl clone at the series' base commit
+                                          (main: ae9719f; v0.6.0: the tag or baba52b9);
                                           it is cloned, never modified
-  a git clone of the upstream repository  when the network allows (gives up after ~10 s)
-  the torchrl==0.6.0 wheel                its .py sources from the package index; test/,
-                                          setup.py and the C++ sources are absent
+  a git fetch of the upstream repository  when the network allows (gives up after ~10 s)
+  the series' wheel                       its .py sources from the package index
+                                          (main: torchrl-nightly==2026.8.22, v0.6.0:
+                                          torchrl==0.6.0); test/, setup.py and the C++
+                                          sources are absent
 --base forces one of them.
 
-  --torch VERSION    torch to install (ci/torch-versions.txt; default: its first line)
+  --torch VERSION    torch to install (ci/torch-versions-SERIES.txt; default: its first line)
   --no-report        skip the compile report
+  --full-report      the report's whole matrix and timings too (tens of minutes; CI runs it)
   --report-md FILE   also write the compile report as markdown to FILE
 EOF
 }
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_DIR=$ROOT/build
-FORK=$BUILD_DIR/torchrl
-VENV=$ROOT/.venv
+source "$(dirname "$0")/series.sh"
+series_parse_args "$@"
+set -- ${ARGS[@]+"${ARGS[@]}"}
+series_load "$SERIES"
 UPSTREAM_URL=https://github.com/pytorch/rl.git
-# torchrl's v0.6.0 tag, and the commit whose torchrl/ and test/test_rb.py it matches
-TAG_COMMIT=7bf320c37b67328d9da17bc38a3fd723bd45cd6e
-TREE_COMMIT=baba52b9a13d5416ff622e486fee9b3f05f51f2f
 
 checkout=${TORCHRL_CHECKOUT:-}
 base=""
 torch_version=""
 report=1
-report_md=""
+report_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --checkout) checkout=${2:?--checkout needs a path}; shift 2 ;;
     --base) base=${2:?--base needs checkout, clone or wheel}; shift 2 ;;
     --torch) torch_version=${2:?--torch needs a version}; shift 2 ;;
     --no-report) report=0; shift ;;
-    --report-md) report_md=${2:?--report-md needs a file}; shift 2 ;;
+    --full-report) report_args+=(--full); shift ;;
+    --report-md) report_args+=(--markdown "${2:?--report-md needs a file}"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "fork.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -54,16 +59,17 @@ done
 
 say() { echo "fork.sh: $*"; }
 die() { echo "fork.sh: error: $*" >&2; exit 1; }
+rel() { echo "${1#"$ROOT"/}"; }
 
 if [ -z "$torch_version" ] && [ -f "$VENV/.rb-compile-torch" ]; then
-  # nothing asked: keep the torch of the existing .venv
+  # nothing asked: keep the torch of the existing venv
   torch_version=$(cat "$VENV/.rb-compile-torch")
-  say "reusing torch $torch_version of .venv (--torch VERSION to change it)"
+  say "reusing torch $torch_version of $(rel "$VENV") (--torch VERSION to change it)"
 fi
-supported_torch=$(grep -v '^#' "$ROOT/ci/torch-versions.txt")
+supported_torch=$(grep -v '^#' "$TORCH_VERSIONS")
 [ -n "$torch_version" ] || torch_version=$(head -n 1 <<<"$supported_torch")
 if ! grep -qx "$torch_version" <<<"$supported_torch"; then
-  die "torch $torch_version is not supported; pick one of: $(tr '\n' ' ' <<<"$supported_torch")"
+  die "torch $torch_version is not supported by the $SERIES series; pick one of: $(tr '\n' ' ' <<<"$supported_torch")"
 fi
 case "$base" in
   ""|checkout|clone|wheel) ;;
@@ -78,14 +84,14 @@ if [ -z "$base" ] && [ -f "$FORK/.git/rb-compile-mode" ]; then
   # nothing asked: keep the base of the existing build (no network probe on re-runs)
   base=$(cat "$FORK/.git/rb-compile-mode")
   [ "$base" != checkout ] || checkout=$(cat "$FORK/.git/rb-compile-checkout" 2>/dev/null || true)
-  say "reusing the $base base of build/torchrl (--checkout PATH or --base to change it)"
+  say "reusing the $base base of $(rel "$FORK") (--checkout PATH or --base to change it)"
 fi
 
 # ---- the series --------------------------------------------------------------
-mapfile -t patches < <(grep -v -e '^#' -e '^[[:space:]]*$' "$ROOT/patches/series")
-[ ${#patches[@]} -gt 0 ] || die "patches/series lists no patch"
+[ -f "$PATCH_DIR/series" ] || die "$(rel "$PATCH_DIR")/series is missing"
+mapfile -t patches < <(grep -v -e '^#' -e '^[[:space:]]*$' "$PATCH_DIR/series")
 for p in "${patches[@]}"; do
-  [ -f "$ROOT/patches/$p" ] || die "patches/series lists $p, which is not in patches/"
+  [ -f "$PATCH_DIR/$p" ] || die "$(rel "$PATCH_DIR")/series lists $p, which is not in $(rel "$PATCH_DIR")/"
 done
 
 # ---- the base ----------------------------------------------------------------
@@ -97,8 +103,8 @@ check_checkout() {
     die "checkout $dir has uncommitted changes: commit or stash them first (it is cloned, never modified)"
   fi
   head=$(git -C "$dir" rev-parse HEAD)
-  if [ "$head" != "$TAG_COMMIT" ] && [ "$head" != "$TREE_COMMIT" ]; then
-    die "checkout $dir is at $head, not at v0.6.0 ($TAG_COMMIT) or baba52b9: run 'git -C $dir checkout v0.6.0'"
+  if ! grep -qw "$head" <<<"$BASE_COMMITS"; then
+    die "checkout $dir is at $head, not at the base of the $SERIES series, $BASE_NAME ($BASE_COMMITS): run 'git -C $dir checkout $CLONE_REF', or pick the series with --series"
   fi
 }
 
@@ -107,24 +113,24 @@ if [ "$base" = checkout ]; then
   check_checkout "$checkout"
   source_id="checkout:$(git -C "$checkout" rev-parse HEAD)"
 elif [ -z "$base" ]; then
-  say "trying a git clone of $UPSTREAM_URL (gives up after 10 s when offline)"
-  if GIT_TERMINAL_PROMPT=0 timeout 10 git ls-remote --exit-code "$UPSTREAM_URL" refs/tags/v0.6.0 >/dev/null 2>&1; then
+  say "trying a git fetch of $UPSTREAM_URL (gives up after 10 s when offline)"
+  if GIT_TERMINAL_PROMPT=0 timeout 10 git ls-remote --exit-code "$UPSTREAM_URL" HEAD >/dev/null 2>&1; then
     base=clone
   else
-    say "the upstream repository cannot be reached: using the torchrl==0.6.0 wheel from the package index"
+    say "the upstream repository cannot be reached: using the $WHEEL_SPEC wheel from the package index"
     base=wheel
   fi
 fi
 [ "$base" = checkout ] || source_id=$base
 
 # What this build is made of (base, this script, the series): re-running with the same inputs reuses it.
-fingerprint=$( (echo "$source_id"; cat "$ROOT/scripts/fork.sh" "$ROOT/patches/series"; for p in "${patches[@]}"; do cat "$ROOT/patches/$p"; done) | sha256sum | cut -c1-16)
+fingerprint=$( (echo "$SERIES $source_id"; cat "$ROOT/scripts/fork.sh" "$ROOT/scripts/series.sh" "$PATCH_DIR/series"; for p in "${patches[@]}"; do cat "$PATCH_DIR/$p"; done) | sha256sum | cut -c1-16)
 
 fork_is_current() {
   [ -f "$FORK/.git/rb-compile-fingerprint" ] && [ "$(cat "$FORK/.git/rb-compile-fingerprint")" = "$fingerprint" ]
 }
 
-get_base() {  # get_base DIR: a git work tree at v0.6.0, on branch rb-compile
+get_base() {  # get_base DIR: a git work tree at the base, on branch rb-compile, tagged BASE_TAG
   local dir=$1
   case "$base" in
     checkout)
@@ -133,38 +139,43 @@ get_base() {  # get_base DIR: a git work tree at v0.6.0, on branch rb-compile
       git -C "$dir" checkout -q -B rb-compile "$(git -C "$checkout" rev-parse HEAD)"
       ;;
     clone)
-      say "base: git clone of $UPSTREAM_URL at v0.6.0"
-      GIT_TERMINAL_PROMPT=0 git clone -q --depth 1 --branch v0.6.0 "$UPSTREAM_URL" "$dir" \
-        || die "git clone of $UPSTREAM_URL failed: pass --checkout PATH or --base wheel"
-      git -C "$dir" checkout -q -B rb-compile
+      say "base: git fetch of $UPSTREAM_URL at $CLONE_REF"
+      git init -q "$dir"
+      GIT_TERMINAL_PROMPT=0 git -C "$dir" fetch -q --depth 1 "$UPSTREAM_URL" "$CLONE_REF" \
+        || die "git fetch of $UPSTREAM_URL failed: pass --checkout PATH or --base wheel"
+      git -C "$dir" checkout -q -B rb-compile FETCH_HEAD
       ;;
     wheel)
-      say "base: sources of the torchrl==0.6.0 wheel from the package index"
+      say "base: sources of the $WHEEL_SPEC wheel from the package index"
       local tmp
       tmp=$(mktemp -d)
       pip_download "$tmp"
       mkdir -p "$dir"
-      (cd "$dir" && python3 -m zipfile -e "$tmp"/torchrl-0.6.0-*.whl "$tmp/unpacked" >/dev/null)
+      (cd "$dir" && python3 -m zipfile -e "$tmp"/$WHEEL_GLOB "$tmp/unpacked" >/dev/null)
       (cd "$tmp/unpacked" && find torchrl -name '*.py' -print0 | xargs -0 cp --parents -t "$dir")
       rm -rf "$tmp"
       git -C "$dir" init -q -b rb-compile
       git -C "$dir" add -A
       git -C "$dir" -c user.name=fork.sh -c user.email=fork.sh@localhost \
-        commit -q -m "torchrl 0.6.0: the .py sources of its wheel on the package index"
+        commit -q -m "$BASE_NAME: the .py sources of the $WHEEL_SPEC wheel on the package index"
       ;;
   esac
-  git -C "$dir" tag -f v0.6.0 >/dev/null
+  git -C "$dir" tag -f "$BASE_TAG" >/dev/null
 }
 
 pip_download() {
   local python=python3
   [ -x "$VENV/bin/python" ] && python=$VENV/bin/python
-  "$python" -m pip download -q --no-deps --only-binary=:all: torchrl==0.6.0 -d "$1" 2>/dev/null \
-    || die "could not download torchrl==0.6.0 from the package index: pass --checkout PATH to a torchrl clone"
+  "$python" -m pip download -q --no-deps --only-binary=:all: "$WHEEL_SPEC" -d "$1" 2>/dev/null \
+    || die "could not download $WHEEL_SPEC from the package index: pass --checkout PATH to a torchrl clone"
 }
 
 apply_series() {  # apply_series DIR
   local dir=$1 p path excluded=() exclude_args=() left_out=0
+  if [ ${#patches[@]} -eq 0 ]; then
+    say "$(rel "$PATCH_DIR")/series lists no patch yet: the fork is its base"
+    return
+  fi
   if [ "$base" = wheel ]; then
     # hunks for files the wheel lacks (test/, setup.py, C++ sources) are left out
     for p in "${patches[@]}"; do
@@ -173,31 +184,31 @@ apply_series() {  # apply_series DIR
           excluded+=("$p: $path")
           exclude_args+=("--exclude=$path")
         fi
-      done < <(sed -n 's|^diff --git a/\(.*\) b/.*|\1|p' "$ROOT/patches/$p")
+      done < <(sed -n 's|^diff --git a/\(.*\) b/.*|\1|p' "$PATCH_DIR/$p")
     done
   fi
   local am_log
   am_log=$(mktemp)
   if ! git -C "$dir" -c user.name=fork.sh -c user.email=fork.sh@localhost \
-      am --quiet --keep-non-patch --empty=keep "${exclude_args[@]}" "${patches[@]/#/$ROOT/patches/}" >"$am_log" 2>&1; then
+      am --quiet --keep-non-patch --empty=keep "${exclude_args[@]}" "${patches[@]/#/$PATCH_DIR/}" >"$am_log" 2>&1; then
     local failed file
     failed=$(sed -n 's/^Patch failed at \([0-9]*\) \(.*\)/\1 (\2)/p' "$am_log" | head -n 1)
     file=$(sed -n 's/^error: patch failed: \([^:]*\):.*/\1/p; s/^error: \([^:]*\): does not exist in index/\1/p' "$am_log" | head -n 1)
     cat "$am_log" >&2
     git -C "$dir" am --abort >/dev/null 2>&1 || true
     rm -f "$am_log"
-    die "patch ${failed:-?} does not apply to ${file:-the base}: is the base at torchrl v0.6.0?"
+    die "patch ${failed:-?} does not apply to ${file:-the base}: is the base at $BASE_NAME?"
   fi
   rm -f "$am_log"
   say "applied ${#patches[@]} patches, one commit each:"
-  git -C "$dir" log --format='    %h %s' v0.6.0..HEAD | tac
+  git -C "$dir" log --format='    %h %s' "$BASE_TAG..HEAD" | tac
   if [ ${#excluded[@]} -gt 0 ]; then
     say "left out (the wheel has no such file; build from a checkout to apply them):"
     printf '    %s\n' "${excluded[@]}"
   fi
 }
 
-unexported_work() {  # prints what of build/torchrl patches/ does not hold, if anything
+unexported_work() {  # prints what of the fork patches/SERIES does not hold, if anything
   [ -d "$FORK/.git" ] || return 1
   if [ -n "$(git -C "$FORK" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
     echo "uncommitted changes"
@@ -210,11 +221,11 @@ unexported_work() {  # prints what of build/torchrl patches/ does not hold, if a
 }
 
 if fork_is_current; then
-  say "build/torchrl is up to date ($(cat "$FORK/.git/rb-compile-mode") base, series $fingerprint)"
+  say "$(rel "$FORK") is up to date ($(cat "$FORK/.git/rb-compile-mode") base, series $fingerprint)"
 else
-  # a rebuild replaces build/torchrl: never over work that is not in patches/ yet
+  # a rebuild replaces the fork: never over work that is not in patches/SERIES yet
   if work=$(unexported_work); then
-    die "build/torchrl has $work, which patches/ does not hold: export them (scripts/export-patches.sh) or move build/torchrl away before rebuilding"
+    die "$(rel "$FORK") has $work, which $(rel "$PATCH_DIR") does not hold: export them (scripts/export-patches.sh --series $SERIES) or move $(rel "$FORK") away before rebuilding"
   fi
   mkdir -p "$BUILD_DIR"
   new=$(mktemp -d "$BUILD_DIR/torchrl.new.XXXXXX")
@@ -233,18 +244,19 @@ fi
 mode=$(cat "$FORK/.git/rb-compile-mode")
 
 # ---- the environment ---------------------------------------------------------
-requirements=$(sed "s/^torch==.*/torch==$torch_version/" "$ROOT/ci/requirements.txt")
+requirements=$(sed "s/^torch==.*/torch==$torch_version/" "$REQUIREMENTS")
 req_stamp=$(echo "$requirements" | sha256sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ]; then
-  say "creating .venv"
+  say "creating $(rel "$VENV")"
+  mkdir -p "$(dirname "$VENV")"
   python3 -m venv "$VENV"
 fi
 if [ "$(cat "$VENV/.rb-compile-requirements" 2>/dev/null)" != "$req_stamp" ]; then
-  say "installing the pinned dependencies (torch $torch_version) into .venv"
+  say "installing the pinned dependencies (torch $torch_version) into $(rel "$VENV")"
   echo "$requirements" >"$VENV/requirements.txt"
   "$VENV/bin/python" -m pip install -q -r "$VENV/requirements.txt" 2>&1 | grep -v "^WARNING: Location" || true
   "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch_version')" \
-    || die "torch $torch_version did not install into .venv (see pip's output above)"
+    || die "torch $torch_version did not install into $(rel "$VENV") (see pip's output above)"
   echo "$req_stamp" >"$VENV/.rb-compile-requirements"
   rm -f "$VENV/.rb-compile-installed"
 fi
@@ -259,24 +271,29 @@ if [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" != "$install_id" ]; then
   if [ "$mode" = wheel ]; then
     # no setup.py to build with: put the work tree on the path
     echo "$FORK" >"$site/torchrl-fork.pth"
-    say "installed build/torchrl on .venv's path (wheel mode: no C++ extension)"
+    say "installed $(rel "$FORK") on $(rel "$VENV")'s path (wheel mode: no C++ extension)"
   else
-    say "building build/torchrl editable, with its C++ extension (about a minute)"
+    say "building $(rel "$FORK") editable, with its C++ extension (about a minute)"
     "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps -e "$FORK" 2>&1 \
       | grep -v "^WARNING: Location" || true
   fi
   echo "$install_id" >"$VENV/.rb-compile-installed"
 fi
-"$VENV/bin/python" -c "import torchrl.data" 2>/dev/null || die "the fork does not import: run '$VENV/bin/python -c \"import torchrl.data\"' to see why"
-if ! "$VENV/bin/python" -c "import torchrl._torchrl" >/dev/null 2>&1; then
-  say "note: no C++ extension (torchrl._torchrl): the prioritized samplers use the torch-op"
-  say "      segment trees of the series instead; build from a checkout for the C++ ones"
+"$PY" -c "import torchrl.data" 2>/dev/null || die "the fork does not import: run '$(rel "$PY") -c \"import torchrl.data\"' to see why"
+if ! "$PY" -c "import torchrl._torchrl" >/dev/null 2>&1; then
+  if [ "$SERIES" = v0.6.0 ]; then
+    say "note: no C++ extension (torchrl._torchrl): the prioritized samplers use the torch-op"
+    say "      segment trees of the series instead; build from a checkout for the C++ ones"
+  else
+    # the nightly wheel's extension is built for another torch (undefined symbol on 2.13)
+    say "note: no C++ extension (torchrl._torchrl): PrioritizedSampler and the prioritized"
+    say "      buffers raise 'SumSegmentTreeFp32 is not available'; build from a checkout"
+    say "      (--checkout PATH) to compile the extension against this torch"
+  fi
 fi
-say "fork ready: build/torchrl ($mode base, torch $torch_version); python: .venv/bin/python"
+say "fork ready: $(rel "$FORK") ($SERIES series, $mode base, torch $torch_version); python: $(rel "$PY")"
 
 if [ "$report" = 1 ]; then
-  say "compile report (graphs counted with a counting backend, times with inductor):"
-  args=()
-  [ -n "$report_md" ] && args+=(--markdown "$report_md")
-  "$VENV/bin/python" "$ROOT/scripts/compile_report.py" "${args[@]}"
+  say "compile report (graphs counted with a counting backend):"
+  "$PY" "$ROOT/scripts/compile_report.py" --series "$SERIES" ${report_args[@]+"${report_args[@]}"}
 fi

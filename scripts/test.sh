@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Runs our acceptance suite (test/) against the fork in .venv, then upstream's
-# test/test_rb.py from build/torchrl when the fork has it (checkout or clone base).
+# Runs our acceptance suite (test/) against the fork of a series in .venv/SERIES, then
+# upstream's tests of that base (main: test/rb/, v0.6.0: test/test_rb.py) when the fork
+# has them (checkout or clone base).
 set -euo pipefail
 
 usage() {
-  echo "usage: scripts/test.sh [--no-upstream] [PYTEST_ARGS...]   (after scripts/fork.sh)"
+  echo "usage: scripts/test.sh [--series main|v0.6.0] [--no-upstream] [PYTEST_ARGS...]   (after scripts/fork.sh)"
 }
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=$ROOT/.venv/bin/python
+source "$(dirname "$0")/series.sh"
+series_parse_args "$@"
+series_load "$SERIES"
 upstream=1
 args=()
-for arg in "$@"; do
+for arg in ${ARGS[@]+"${ARGS[@]}"}; do
   case "$arg" in
     --no-upstream) upstream=0 ;;
     -h|--help) usage; exit 0 ;;
@@ -22,7 +24,7 @@ done
 say() { echo "test.sh: $*"; }
 die() { echo "test.sh: error: $*" >&2; exit 1; }
 
-[ -x "$PY" ] || die "no .venv: run scripts/fork.sh first"
+[ -x "$PY" ] || die "no .venv/$SERIES: run scripts/fork.sh --series $SERIES first"
 
 run_pytest() {  # pytest's exit 5 (no test collected) is a failure here, not a pass
   local rc=0
@@ -31,15 +33,15 @@ run_pytest() {  # pytest's exit 5 (no test collected) is a failure here, not a p
   return "$rc"
 }
 
-say "our acceptance suite (test/) against build/torchrl"
-(cd "$ROOT" && run_pytest test -n 2 -p no:cacheprovider "${args[@]}")
+say "our acceptance suite (test/) against build/$SERIES/torchrl"
+(cd "$ROOT" && RB_SERIES=$SERIES run_pytest test -n 2 -p no:cacheprovider ${args[@]+"${args[@]}"})
 
 if [ "$upstream" = 1 ]; then
-  if [ -f "$ROOT/build/torchrl/test/test_rb.py" ]; then
-    say "upstream's test/test_rb.py of build/torchrl"
-    (cd "$ROOT/build/torchrl" && run_pytest test/test_rb.py -n 2 -q -p no:cacheprovider "${args[@]}")
+  if [ -e "$FORK/$UPSTREAM_TESTS" ]; then
+    say "upstream's $UPSTREAM_TESTS of build/$SERIES/torchrl"
+    (cd "$FORK" && run_pytest "$UPSTREAM_TESTS" -n 2 -q -p no:cacheprovider ${args[@]+"${args[@]}"})
   else
-    say "upstream's test/test_rb.py is not in build/torchrl (wheel base): not run;"
-    say "build from a checkout (scripts/fork.sh --checkout PATH) to run it"
+    say "upstream's $UPSTREAM_TESTS is not in build/$SERIES/torchrl (wheel base): not run;"
+    say "build from a checkout (scripts/fork.sh --series $SERIES --checkout PATH) to run it"
   fi
 fi

@@ -15,23 +15,65 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from rb_compile_cases import (  # noqa: E402, F401
     buffer_differences,
+    detect_series,
     GraphCounter,
     index_problems,
     leaves,
     make_batch,
     priority_differences,
+    SERIES,
 )
+
+
+# A test of the v0.6.0 series' features that the forward port to main does not
+# have yet: it runs against the v0.6.0 fork and is skipped, with the reason,
+# against the main one.
+def v060_only(reason):
+    return pytest.mark.series("v0.6.0", reason=reason)
+
+
+def WRITER_STATE(cursor, write_count):
+    """The writer's state_dict in the base's checkpoint format (main keeps the
+    write count, v0.6.0 does not)."""
+    if SERIES == "v0.6.0":
+        return {"_cursor": cursor}
+    return {"_cursor": cursor, "_write_count": write_count}
 
 
 def pytest_configure(config):
     from torchrl.data import ReplayBuffer
 
+    config.addinivalue_line(
+        "markers", "series(name, reason): runs against the fork of that series only"
+    )
+    if SERIES != detect_series():
+        pytest.exit(
+            f"RB_SERIES={SERIES}, but the torchrl found is the {detect_series()} "
+            f"series' fork: test with .venv/{SERIES}/bin/python (scripts/test.sh "
+            f"--series {SERIES})",
+            returncode=1,
+        )
+
     if "compile" not in inspect.signature(ReplayBuffer.__init__).parameters:
         pytest.exit(
             "the torchrl found is not the patched fork (ReplayBuffer has no `compile` "
-            "argument): run scripts/fork.sh and test with .venv/bin/python",
+            "argument): run scripts/fork.sh and test with .venv/SERIES/bin/python",
             returncode=1,
         )
+
+
+def pytest_report_header(config):
+    return f"patch series: {SERIES} (RB_SERIES, or the installed torchrl)"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = item.get_closest_marker("series")
+        if marker is not None and marker.args[0] != SERIES:
+            reason = marker.kwargs.get("reason", "")
+            item.add_marker(
+                pytest.mark.skip(reason=f"{marker.args[0]} series only: {reason}")
+            )
 
 
 def assert_same_buffer(rb, rb_eager, write_count=True):

@@ -14,6 +14,8 @@ from conftest import (
     leaves,
     make_batch,
     TORCH_2_6,
+    v060_only,
+    WRITER_STATE,
 )
 from rb_compile_cases import (
     Combination,
@@ -68,6 +70,18 @@ CASES = [
         "tensordict",
     ),
 ]
+
+# What the forward port to main does not compile yet: these run against the
+# v0.6.0 fork, and are skipped with the reason against the main one.
+MAX_VALUE = v060_only(
+    "TensorDictMaxValueWriter has no compile mode on main yet (issue 18)"
+)
+PRIORITIZED = v060_only("PrioritizedSampler has no compile mode on main yet (issue 18)")
+SLICE = v060_only("the slice samplers have no compile mode on main yet (issue 18)")
+WITHOUT_REPLACEMENT = v060_only(
+    "SamplerWithoutReplacement has no compile mode on main yet (issue 17)"
+)
+NDIM2 = v060_only("storages with ndim=2 have no compile mode on main yet (issue 17)")
 
 
 def case_id(case):
@@ -230,6 +244,7 @@ def test_inductor():
     assert_same_buffer(rb, rb_eager)
 
 
+@MAX_VALUE
 def test_max_value_writer_inductor():
     # the default backend on the writer's insertion loop (a while_loop): it
     # lowers, and keeps the elements, slots and indices that eager mode keeps
@@ -260,7 +275,7 @@ def test_max_value_writer_inductor():
             },
             "not compatible with storages with more than one dimension",
         ],
-        [
+        pytest.param(
             {
                 "storage": LazyTensorStorage(10),
                 "sampler": PrioritizedSliceSampler(
@@ -268,8 +283,9 @@ def test_max_value_writer_inductor():
                 ),
             },
             r"sampler=PrioritizedSliceSampler \(with strict_length=False;",
-        ],
-        [
+            marks=SLICE,
+        ),
+        pytest.param(
             {
                 "storage": LazyTensorStorage(10),
                 "sampler": SliceSamplerWithoutReplacement(
@@ -277,14 +293,16 @@ def test_max_value_writer_inductor():
                 ),
             },
             r"sampler=SliceSamplerWithoutReplacement \(with strict_length=False;",
-        ],
-        [
+            marks=SLICE,
+        ),
+        pytest.param(
             {
                 "storage": LazyTensorStorage(10),
                 "sampler": SliceSampler(num_slices=2, strict_length=False),
             },
             r"sampler=SliceSampler \(with strict_length=False; expected",
-        ],
+            marks=SLICE,
+        ),
         [
             {"storage": LazyTensorStorage(10), "prefetch": 2, "batch_size": 2},
             "prefetch",
@@ -321,7 +339,7 @@ def test_checkpoint_round_trip():
     rb.extend(torch.arange(13.0))
     state_dict = rb.state_dict()
     assert state_dict["_storage"]["_len"] == 10
-    assert state_dict["_writer"] == {"_cursor": 3}
+    assert state_dict["_writer"] == WRITER_STATE(cursor=3, write_count=13)
     rb_load = ReplayBuffer(storage=LazyTensorStorage(10), compile={"backend": counter})
     rb_load.load_state_dict(state_dict)
     assert len(rb_load) == 10 and rb_load._writer._cursor == 3
@@ -408,6 +426,7 @@ def test_memmap_fullgraph_needs_one_extend(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@PRIORITIZED
 @pytest.mark.parametrize("within_buffer", [False, True], ids=["max-ever", "max-within"])
 @pytest.mark.parametrize("datatype", ["tensor", "tensordict", "pytree"])
 def test_prioritized_matches_eager(datatype, within_buffer):
@@ -436,6 +455,7 @@ def test_prioritized_matches_eager(datatype, within_buffer):
     assert counter.graphs == 3  # extend, sample, update_priority
 
 
+@PRIORITIZED
 def test_prioritized_distribution():
     # item i drawn with probability p_i ** alpha / sum(p ** alpha), weights (p_i / p_min) ** -beta
     alpha, beta, items, draws = 0.7, 0.5, 20, 100 * 256
@@ -461,6 +481,7 @@ def test_prioritized_distribution():
     assert ((counts[:items] - expected).abs() < 6 * expected.sqrt()).all()
 
 
+@PRIORITIZED
 @pytest.mark.parametrize("sampler", ["PrioritizedSampler", "PrioritizedSliceSampler"])
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
 def test_prioritized_fullgraph_step(buffer, sampler):
@@ -495,6 +516,7 @@ def test_prioritized_fullgraph_step(buffer, sampler):
     assert_same_priorities(rb, rb_eager)
 
 
+@PRIORITIZED
 def test_prioritized_inductor():
     # the default backend on the prioritized path: it lowers (no item() in the
     # graph) and agrees with eager
@@ -544,6 +566,7 @@ def epochs_of(index, items, per_epoch):
     return index, once
 
 
+@WITHOUT_REPLACEMENT
 @pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
 @pytest.mark.parametrize(
     "buffer,datatype",
@@ -578,6 +601,7 @@ def test_without_replacement_epochs(buffer, datatype, drop_last):
     assert counter.graphs == 1  # sample; the only extend ran eagerly
 
 
+@WITHOUT_REPLACEMENT
 @pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
 def test_without_replacement_fullgraph_inductor(drop_last):
     # the default backend, within the user's fullgraph step: the permutations
@@ -654,6 +678,7 @@ def ndim2_id(case):
     return f"{prefix}{storage.__name__}-{datatype}"
 
 
+@NDIM2
 @pytest.mark.parametrize("sampler", NDIM2_SAMPLERS, ids=lambda s: s.__name__)
 @pytest.mark.parametrize("case", NDIM2_CASES, ids=ndim2_id)
 def test_ndim2_matches_eager(case, sampler, tmp_path):
@@ -691,6 +716,7 @@ def test_ndim2_matches_eager(case, sampler, tmp_path):
     assert counter.graphs == 2 + prioritized
 
 
+@NDIM2
 @pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
 @pytest.mark.parametrize("max_size", [100, 98], ids=["whole-steps", "rounded-up"])
 def test_ndim2_without_replacement_epochs(max_size, drop_last):
@@ -720,6 +746,7 @@ def test_ndim2_without_replacement_epochs(max_size, drop_last):
     assert counter.graphs == 1  # sample; the only extend ran eagerly
 
 
+@NDIM2
 @pytest.mark.parametrize("sampler", NDIM2_SAMPLERS, ids=lambda s: s.__name__)
 def test_ndim2_fullgraph_step(sampler):
     # built empty, within the user's fullgraph step: extend, sample, update_priority
@@ -753,6 +780,7 @@ def test_ndim2_fullgraph_step(sampler):
         assert_same_priorities(rb, rb_eager)
 
 
+@NDIM2
 def test_ndim2_dynamic_steps():
     # rollouts of varying length: one more compilation, with dynamic shapes
     counter = GraphCounter()
@@ -766,6 +794,7 @@ def test_ndim2_dynamic_steps():
     assert_same_buffer(rb, rb_eager)
 
 
+@NDIM2
 @pytest.mark.parametrize(
     "sampler", [SamplerWithoutReplacement, PrioritizedSampler], ids=lambda s: s.__name__
 )
@@ -788,6 +817,7 @@ def test_ndim2_inductor(sampler):
         assert_same_priorities(rb, rb_eager, exact=False)
 
 
+@NDIM2
 def test_ndim2_fullgraph_rounded_capacity():
     # within the user's fullgraph step, the first batch initializes a storage of
     # 98 elements, which rounds it up to 25 steps of 4 envs: the length (100, as
@@ -943,6 +973,7 @@ def assert_start_frequencies(rb, probabilities, key):
     return samples
 
 
+@SLICE
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_slice_sampler_distribution(ndim, key):
@@ -954,6 +985,7 @@ def test_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 2  # extend and sample
 
 
+@SLICE
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_prioritized_slice_sampler_distribution(ndim, key):
@@ -977,6 +1009,7 @@ def test_prioritized_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 3  # extend, sample and update_priority
 
 
+@SLICE
 @pytest.mark.parametrize("sampler", [SliceSampler, SliceSamplerWithoutReplacement])
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
 @pytest.mark.parametrize("ndim", [1, 2])
@@ -1014,6 +1047,7 @@ def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
     assert_same_buffer(rb, rb_eager)
 
 
+@SLICE
 @pytest.mark.parametrize(
     "sampler",
     [SliceSampler, SliceSamplerWithoutReplacement, PrioritizedSliceSampler],
@@ -1039,6 +1073,7 @@ def test_slice_sampler_inductor(sampler):
     assert_same_buffer(rb, rb_eager)
 
 
+@SLICE
 def test_slice_sampler_too_short():
     # no trajectory as long as a slice: the RuntimeError of eager mode, raised
     # after the compiled sample; a shorter slice is then drawn
@@ -1069,6 +1104,7 @@ def trajectory_of_positions(rb_eager, slice_len):
     return trajectory, set(trajectory.values())
 
 
+@SLICE
 @pytest.mark.parametrize("drop_last", [False, True])
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])

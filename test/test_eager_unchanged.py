@@ -7,7 +7,7 @@ import pickle
 from multiprocessing.sharedctypes import Synchronized
 
 import torch
-from conftest import make_batch
+from conftest import make_batch, WRITER_STATE
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 
 
@@ -28,10 +28,12 @@ def test_checkpoint_format(tmp_path):
     rb.extend(make_batch("tensordict", 13, 0))
     state_dict = rb.state_dict()
     assert state_dict["_storage"]["_len"] == 10
-    assert state_dict["_writer"] == {"_cursor": 3}
+    assert state_dict["_writer"] == WRITER_STATE(cursor=3, write_count=13)
     rb.dumps(tmp_path / "ckpt")
-    assert json.loads((tmp_path / "ckpt" / "writer" / "metadata.json").read_text()) == {
-        "cursor": 3
+    metadata = json.loads((tmp_path / "ckpt" / "writer" / "metadata.json").read_text())
+    assert metadata == {
+        key.lstrip("_"): value
+        for key, value in WRITER_STATE(cursor=3, write_count=13).items()
     }
     rb_load = ReplayBuffer(storage=LazyMemmapStorage(10, scratch_dir=tmp_path / "l"))
     rb_load.loads(tmp_path / "ckpt")

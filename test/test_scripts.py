@@ -10,15 +10,23 @@ import sys
 
 import pytest
 from conftest import ROOT
-from rb_compile_cases import matrix_combinations
+from rb_compile_cases import matrix_combinations, SERIES as SERIES_NAME, SERIES_NAMES
 
 
-PATCHES = ROOT / "patches"
-SERIES = [
-    line.strip()
-    for line in (PATCHES / "series").read_text().splitlines()
-    if line.strip() and not line.startswith("#")
-]
+def series_patches(name):
+    """The patches of a series, in the order of its series file."""
+    return [
+        line.strip()
+        for line in (ROOT / "patches" / name / "series").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
+# the series of the fork under test (its patches, its build/ tree)
+PATCHES = ROOT / "patches" / SERIES_NAME
+SERIES = series_patches(SERIES_NAME)
+FORK = ROOT / "build" / SERIES_NAME / "torchrl"
+ALL_PATCHES = [(name, patch) for name in SERIES_NAMES for patch in series_patches(name)]
 TITLE = re.compile(
     r"^Subject: \[PATCH(?: \d+/\d+)?\] \[(BugFix|Feature|Performance|Test|Refactor|Doc)\] \S"
 )
@@ -42,7 +50,7 @@ def run_fork(*args, cwd=ROOT):
     # a checkout named in the environment would change the base these tests ask for
     env = {k: v for k, v in os.environ.items() if k != "TORCHRL_CHECKOUT"}
     return subprocess.run(
-        ["bash", str(cwd / "scripts" / "fork.sh"), *args],
+        ["bash", str(cwd / "scripts" / "fork.sh"), "--series", SERIES_NAME, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -51,15 +59,27 @@ def run_fork(*args, cwd=ROOT):
     )
 
 
-def test_series_lists_every_patch():
-    assert SERIES, "patches/series lists no patch"
-    assert sorted(p.name for p in PATCHES.glob("*.patch")) == sorted(SERIES)
-    assert SERIES == sorted(SERIES), "the series is applied in the order of its numbers"
+@pytest.mark.parametrize("name", SERIES_NAMES)
+def test_series_lists_every_patch(name):
+    patches = series_patches(name)
+    assert patches, f"patches/{name}/series lists no patch"
+    directory = ROOT / "patches" / name
+    assert sorted(p.name for p in directory.glob("*.patch")) == sorted(patches)
+    assert patches == sorted(
+        patches
+    ), "the series is applied in the order of its numbers"
 
 
-@pytest.mark.parametrize("patch", SERIES)
-def test_patch_message(patch):
-    text = (PATCHES / patch).read_text()
+def test_no_patch_outside_a_series():
+    assert not list((ROOT / "patches").glob("*.patch"))
+    assert sorted(p.name for p in (ROOT / "patches").iterdir()) == sorted(SERIES_NAMES)
+
+
+@pytest.mark.parametrize(
+    "name,patch", ALL_PATCHES, ids=[f"{n}/{p[:4]}" for n, p in ALL_PATCHES]
+)
+def test_patch_message(name, patch):
+    text = (ROOT / "patches" / name / patch).read_text()
     header, _, diff = text.partition("\n---\n")
     subject = next(line for line in header.splitlines() if line.startswith("Subject:"))
     assert TITLE.match(subject), f"{patch}: title not in torchrl style: {subject}"
@@ -86,7 +106,7 @@ def test_fork_refuses_wrong_version(tmp_path):
     repo = make_repo(tmp_path / "rl")
     result = run_fork("--checkout", str(repo), "--no-report")
     assert result.returncode == 1
-    assert "not at v0.6.0" in result.stderr
+    assert f"not at the base of the {SERIES_NAME} series" in result.stderr
 
 
 def test_fork_refuses_dirty_checkout(tmp_path):
@@ -105,6 +125,7 @@ def test_fork_refuses_dirty_checkout(tmp_path):
         [["--base", "ftp"], "--base takes checkout, clone or wheel"],
         [["--base", "checkout"], "--base checkout needs --checkout"],
         [["--frobnicate"], "unknown argument"],
+        [["--series", "v9"], "unknown series 'v9'"],
     ],
 )
 def test_fork_refuses_bad_arguments(args, message):
@@ -118,12 +139,13 @@ def test_fork_bad_patch_leaves_nothing(tmp_path):
     project = tmp_path / "project"
     for part in ("scripts", "patches", "ci"):
         shutil.copytree(ROOT / part, project / part)
-    patch = project / "patches" / SERIES[1]
+    patch = PATCHES.relative_to(ROOT)
+    patch = project / patch / SERIES[1]
     text = patch.read_text()
     start = text.index("\ndiff --git a/torchrl/")  # the wheel base leaves out test/
     context = re.compile(r"^ \s+\S.*$", re.M).search(text, start).group(0)
     patch.write_text(
-        text[:start] + text[start:].replace(context, " # not at v0.6.0", 1)
+        text[:start] + text[start:].replace(context, " # not at the base", 1)
     )
     target = re.search(r"^diff --git a/(torchrl/\S+) ", text, re.M).group(1)
     result = run_fork("--base", "wheel", "--no-report", cwd=project)
@@ -131,7 +153,7 @@ def test_fork_bad_patch_leaves_nothing(tmp_path):
     assert f"patch {SERIES[1][:4]}" in result.stderr
     assert target in result.stderr
     build = project / "build"
-    assert not build.exists() or not any(build.iterdir())
+    assert not build.exists() or not any(p.is_file() for p in build.rglob("*"))
 
 
 @pytest.mark.parametrize("work", ["uncommitted", "committed"])
@@ -141,9 +163,9 @@ def test_fork_keeps_unexported_work(tmp_path, work):
     project = tmp_path / "project"
     for part in ("scripts", "patches", "ci"):
         shutil.copytree(ROOT / part, project / part)
-    (project / "build").mkdir()
-    fork = make_repo(project / "build" / "torchrl", "x = 1\n")
-    subprocess.run(["git", "tag", "v0.6.0"], cwd=fork, check=True)
+    (project / "build" / SERIES_NAME).mkdir(parents=True)
+    fork = make_repo(project / "build" / SERIES_NAME / "torchrl", "x = 1\n")
+    subprocess.run(["git", "tag", "series-base"], cwd=fork, check=True)
     (fork / ".git" / "rb-compile-fingerprint").write_text("an older series\n")
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=fork, capture_output=True, text=True
@@ -161,14 +183,14 @@ def test_fork_keeps_unexported_work(tmp_path, work):
     expected = (
         "uncommitted changes" if work == "uncommitted" else "commits not exported"
     )
-    assert f"build/torchrl has {expected}" in result.stderr
+    assert f"build/{SERIES_NAME}/torchrl has {expected}" in result.stderr
     assert "export-patches.sh" in result.stderr
     assert (fork / "a.py").read_text() == "x = 2\n"
 
 
 def fork_head():
     return subprocess.run(
-        ["git", "-C", str(ROOT / "build" / "torchrl"), "rev-parse", "HEAD"],
+        ["git", "-C", str(FORK), "rev-parse", "HEAD"],
         capture_output=True,
         text=True,
         check=True,
@@ -176,22 +198,30 @@ def fork_head():
 
 
 def test_fork_rerun_reuses_the_build():
-    if not (ROOT / "build" / "torchrl" / ".git" / "rb-compile-fingerprint").exists():
+    if not (FORK / ".git" / "rb-compile-fingerprint").exists():
         pytest.skip("no fork built yet: run scripts/fork.sh")
     head = fork_head()
     result = run_fork("--no-report")
     assert result.returncode == 0, result.stderr
-    assert "build/torchrl is up to date" in result.stdout
+    assert f"build/{SERIES_NAME}/torchrl is up to date" in result.stdout
     assert "installing" not in result.stdout and "building" not in result.stdout
     assert fork_head() == head
 
 
 def test_fork_commits_one_per_patch():
-    fork = ROOT / "build" / "torchrl"
+    fork = FORK
     if not (fork / ".git").exists():
         pytest.skip("no fork built yet: run scripts/fork.sh")
     subjects = subprocess.run(
-        ["git", "-C", str(fork), "log", "--reverse", "--format=%s", "v0.6.0..HEAD"],
+        [
+            "git",
+            "-C",
+            str(fork),
+            "log",
+            "--reverse",
+            "--format=%s",
+            "series-base..HEAD",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -221,14 +251,80 @@ def markdown_tables(text):
     return tables
 
 
-def test_compile_report(tmp_path):
+def test_compile_report_seed_cases(tmp_path):
+    # the default report: the seed's cases, counted, in a minute or so
     markdown = tmp_path / "report.md"
-    only = (
-        "^(ReplayBuffer-)?LazyTensorStorage-(ndim1-)?RoundRobinWriter-"
-        "(RandomSampler|PrioritizedSampler)|^PrioritizedReplayBuffer-LazyMemmapStorage"
+    result = run_script(
+        "compile_report.py", "--series", SERIES_NAME, "--markdown", str(markdown)
     )
+    assert result.returncode == 0, result.stderr
+    (cases,) = markdown_tables(markdown.read_text())
+    assert [row["case"] for row in cases] == [
+        f"LazyTensorStorage-RoundRobinWriter-RandomSampler-{datatype}"
+        for datatype in ("tensor", "tensordict", "pytree")
+    ]
+    for row in cases:
+        assert row["extend graphs"] == row["sample graphs"] == "1", row
+        assert row["recompiles"] == "0" and row["graph breaks"] == "0", row
+        assert row["fullgraph step"] == "yes (2 graphs)", row
+    assert "extend µs eager" not in cases[0]
+    assert "compile_report.py --full" in result.stdout
+
+
+def test_compile_report_refuses_another_series():
+    other = next(name for name in SERIES_NAMES if name != SERIES_NAME)
+    result = run_script("compile_report.py", "--series", other)
+    assert result.returncode == 2
+    assert f".venv/{other}/bin/python" in result.stderr
+
+
+# what the full report of each series shows for its --only subset
+FULL_REPORT = {
+    "v0.6.0": {
+        "only": "^(ReplayBuffer-)?LazyTensorStorage-(ndim1-)?RoundRobinWriter-"
+        "(RandomSampler|PrioritizedSampler)|^PrioritizedReplayBuffer-LazyMemmapStorage",
+        "cases": [
+            "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensor",
+            "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict",
+            "LazyTensorStorage-RoundRobinWriter-RandomSampler-pytree",
+            "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-tensor",
+            "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-pytree",
+        ],
+        # 3 storages x 6 samplers x (ndim 1: 3 writers, ndim 2: 2 round-robin
+        # writers), with 2 buffers; 3 storages x 2 ndim with 2 prioritized buffers
+        "compiled": 2 * 90 + 2 * 6,
+        "refused": 74,
+        "matrix rows": 4,
+        "refused components": {
+            "storage=ListStorage": "38",
+            "impossible at the base": "36",
+        },
+    },
+    "main": {
+        "only": "^(ReplayBuffer-)?LazyTensorStorage-(ndim1-)?RoundRobinWriter-"
+        "RandomSampler|^TensorDictReplayBuffer-LazyMemmapStorage-ndim1-TensorDict",
+        "cases": [
+            "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensor",
+            "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict",
+            "LazyTensorStorage-RoundRobinWriter-RandomSampler-pytree",
+        ],
+        # 3 storages (ndim 1) x 2 round-robin writers x RandomSampler, with 2
+        # buffers; of 2 buffers x 7 storages x 3 writers x 6 samplers
+        "compiled": 2 * 3 * 2,
+        "refused": 252 - 12,
+        "matrix rows": 2,
+        "refused components": {"storage=ListStorage": "36"},
+    },
+}
+
+
+def test_compile_report(tmp_path):
+    expected = FULL_REPORT[SERIES_NAME]
+    markdown = tmp_path / "report.md"
+    only = expected["only"]
     result = run_script(
         "compile_report.py",
+        "--full",
         "--no-timing",
         "--calls",
         "5",
@@ -241,13 +337,7 @@ def test_compile_report(tmp_path):
     text = markdown.read_text()
     cases, matrix, refused = markdown_tables(text)
     names = [row["case"] for row in cases]
-    assert names == [
-        "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensor",
-        "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict",
-        "LazyTensorStorage-RoundRobinWriter-RandomSampler-pytree",
-        "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-tensor",
-        "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-pytree",
-    ]
+    assert names == expected["cases"]
     for row in cases:
         assert row["extend graphs"] == "1", row
         assert row["sample graphs"] == "1", row
@@ -257,14 +347,12 @@ def test_compile_report(tmp_path):
         assert row["fullgraph step"] == "yes (2 graphs)", row
     # the matrix: every buffer class, storage (ndim 1, 2), writer and sampler
     supported = [c for c in matrix_combinations() if c.supported]
-    # 3 storages x 6 samplers x (ndim 1: 3 writers, ndim 2: 2 round-robin
-    # writers), with 2 buffers; 3 storages x 2 ndim with 2 prioritized buffers
-    assert len(supported) == 2 * 90 + 2 * 6
-    assert f"{len(supported)} compile, 74 are refused" in text
+    assert len(supported) == expected["compiled"]
+    assert f"{len(supported)} compile, {expected['refused']} are refused" in text
     assert [row["combination"] for row in matrix] == [
         c.name for c in supported if re.search(only, c.name)
     ]
-    assert len(matrix) == 4
+    assert len(matrix) == expected["matrix rows"]
     for row in matrix:
         prioritized = "Prioritized" in row["combination"]
         assert row["extend graphs"] == "1" and row["sample graphs"] == "1", row
@@ -277,18 +365,26 @@ def test_compile_report(tmp_path):
             assert row["fullgraph step"] == "yes (2 graphs)", row
     # each refused component with its reason
     refused = {row["component"]: row for row in refused}
-    assert refused["storage=ListStorage"]["combinations"] == "38"
-    assert refused["impossible at the base"]["combinations"] == "36"
-    assert "not compatible" in refused["impossible at the base"]["reason"]
-    assert not [c for c in refused if c.startswith("writer=")]
+    for component, count in expected["refused components"].items():
+        assert refused[component]["combinations"] == count, refused[component]
+    if SERIES_NAME == "v0.6.0":
+        assert "not compatible" in refused["impossible at the base"]["reason"]
+        assert not [c for c in refused if c.startswith("writer=")]
+    else:
+        assert (
+            "expected a RandomSampler"
+            in refused["sampler=PrioritizedSampler"]["reason"]
+        )
 
 
 def test_bench_quick(tmp_path):
     # the benchmark suite runs end to end; timings are reported, never asserted
-    if not (ROOT / "build" / "torchrl" / ".git").exists():
+    if not (FORK / ".git").exists():
         pytest.skip("no fork built yet: run scripts/fork.sh")
     out = tmp_path / "bench"
-    result = run_script("bench.py", "--quick", "--out", str(out))
+    result = run_script(
+        "bench.py", "--series", SERIES_NAME, "--quick", "--out", str(out)
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     impls = set()
     for raw in (out / "raw").glob("*.json"):
