@@ -288,14 +288,14 @@ def bench_ring_sample(benchmark, mode, sample):
 @pytest.mark.parametrize("mode", MODES)
 def bench_collector_loop(benchmark, mode):
     # the data-collection tutorial's loop: collect 200 frames, extend, sample
-    from torchrl.collectors import RandomPolicy, SyncDataCollector
-    from torchrl.envs import GymEnv
-
     base_compiled_only_for_reference(mode, "collector")
     try:
+        from torchrl.collectors import RandomPolicy, SyncDataCollector
+        from torchrl.envs import GymEnv
+
         env = GymEnv("CartPole-v1")
-    except Exception as error:  # gymnasium is a dependency of the v0.6.0 series only
-        skip_and_report(f"no CartPole-v1 environment: {error}")
+    except Exception as error:  # the v0.6.0 series' API, and its gymnasium
+        skip_and_report(f"no v0.6.0-style collector loop on CartPole-v1: {error}")
     collector = SyncDataCollector(
         env, RandomPolicy(env.action_spec), frames_per_batch=200, total_frames=-1
     )

@@ -21,6 +21,7 @@ usage: python scripts/compile_report.py [--series main|v0.6.0] [--full] [--markd
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import os
 import re
@@ -446,6 +447,8 @@ def main(argv=None):
         # the seed's cases, counted: the timings and the matrix come with --full
         args.no_timing = True
     warnings.filterwarnings("ignore")
+    # main's storages log each initialization at INFO: keep the report readable
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
     only = re.compile(args.only) if args.only else None
 
     def progress(message):

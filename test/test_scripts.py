@@ -313,7 +313,11 @@ FULL_REPORT = {
         "compiled": 2 * 3 * 2,
         "refused": 252 - 12,
         "matrix rows": 2,
-        "refused components": {"storage=ListStorage": "36"},
+        "refused components": {
+            "storage=ListStorage": "36",
+            "sampler=SamplerWithoutReplacement": "36",
+            "impossible at the base": "36",
+        },
     },
 }
 
