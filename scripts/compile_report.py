@@ -320,6 +320,7 @@ def matrix_row(combination, calls):
 def _worker_init():
     # one thread a process: the processes share the cores
     warnings.filterwarnings("ignore")
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
     torch.set_num_threads(1)
 
 
