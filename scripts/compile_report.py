@@ -54,6 +54,7 @@ from rb_compile_cases import (
     SERIES,
     SERIES_NAMES,
     SUPPORTED,
+    UNAVAILABLE,
 )
 from torch._dynamo.utils import counters
 from torchrl.data import (
@@ -348,7 +349,10 @@ def refused_components(combinations):
         message = combination.refusal()
         if message is None:
             raise RuntimeError(f"{combination.name} is not refused")
-        if "does not support " not in message:
+        if UNAVAILABLE in message:
+            # main's C++-only segment trees, without the extension (wheel base)
+            parts = [("unavailable at the base (no C++ extension)", message)]
+        elif "does not support " not in message:
             # refused by torchrl itself, compile or not
             parts = [("impossible at the base", message)]
         else:

@@ -295,5 +295,5 @@ say "fork ready: $(rel "$FORK") ($SERIES series, $mode base, torch $torch_versio
 
 if [ "$report" = 1 ]; then
   say "compile report (graphs counted with a counting backend):"
-  "$PY" "$ROOT/scripts/compile_report.py" --series "$SERIES" ${report_args[@]+"${report_args[@]}"}
+  RB_SERIES=$SERIES "$PY" "$ROOT/scripts/compile_report.py" --series "$SERIES" ${report_args[@]+"${report_args[@]}"}
 fi

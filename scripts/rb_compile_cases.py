@@ -16,9 +16,11 @@ SERIES_NAMES = ("main", "v0.6.0")
 
 
 def detect_series() -> str:
-    import torchrl
+    """The series of the installed fork, from its layout (a wheel base has no version):
+    main splits the replay-buffer modules into packages, v0.6.0 does not."""
+    from torchrl.data.replay_buffers import storages
 
-    return "v0.6.0" if torchrl.__version__.startswith("0.6.") else "main"
+    return "main" if hasattr(storages, "__path__") else "v0.6.0"
 
 
 SERIES = os.environ.get("RB_SERIES") or detect_series()
@@ -199,6 +201,8 @@ PRIORITIZED_BUFFER_WRITERS = {
     "PrioritizedReplayBuffer": "RoundRobinWriter",
     "TensorDictPrioritizedReplayBuffer": "TensorDictRoundRobinWriter",
 }
+# what main's C++-only segment trees raise when the extension is missing
+UNAVAILABLE = "is not available"
 MATRIX_MAX_SIZE = 100
 # batches of 30 elements, which do not divide the capacity: the cursor wraps at a
 # new place each lap; with ndim=2, of 4 envs x 7 steps, extended along the steps
@@ -264,10 +268,18 @@ class Combination:
         return cls(**kwargs)
 
     def refusal(self) -> str | None:
-        """The ValueError message of the buffer built with ``compile=True``, or None."""
+        """The ValueError message of the buffer built with ``compile=True``, or None.
+
+        Main's prioritized samplers cannot be built at all without the C++
+        extension (a wheel base): their RuntimeError is the message then.
+        """
         try:
             self.build(True)
         except ValueError as err:
+            return str(err)
+        except RuntimeError as err:
+            if UNAVAILABLE not in str(err):
+                raise
             return str(err)
         return None
 
