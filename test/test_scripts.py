@@ -139,8 +139,7 @@ def test_fork_bad_patch_leaves_nothing(tmp_path):
     project = tmp_path / "project"
     for part in ("scripts", "patches", "ci"):
         shutil.copytree(ROOT / part, project / part)
-    patch = PATCHES.relative_to(ROOT)
-    patch = project / patch / SERIES[1]
+    patch = project / PATCHES.relative_to(ROOT) / SERIES[1]
     text = patch.read_text()
     start = text.index("\ndiff --git a/torchrl/")  # the wheel base leaves out test/
     context = re.compile(r"^ \s+\S.*$", re.M).search(text, start).group(0)
