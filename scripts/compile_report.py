@@ -41,6 +41,7 @@ from rb_compile_cases import (
     detect_series,
     FullgraphRun,
     GraphCounter,
+    is_supported,
     make_batch,
     make_component,
     make_rollout,
@@ -53,7 +54,6 @@ from rb_compile_cases import (
     run_fullgraph,
     SERIES,
     SERIES_NAMES,
-    SUPPORTED,
     UNAVAILABLE,
 )
 from torch._dynamo.utils import counters
@@ -201,12 +201,8 @@ CASES = [
 def case_supported(case) -> bool:
     """Whether the series compiles the case (the report's cases of the v0.6.0
     series that the forward port to main does not cover yet are left out)."""
-    return (
-        case.storage.__name__ in SUPPORTED["storage"]
-        and case.ndim in SUPPORTED["ndim"]
-        and case.writer.__name__ in SUPPORTED["writer"]
-        and case.sampler.__name__ in SUPPORTED["sampler"]
-        and case.buffer.__name__ in BUFFERS
+    return case.buffer.__name__ in BUFFERS and is_supported(
+        case.storage.__name__, case.ndim, case.writer.__name__, case.sampler.__name__
     )
 
 
