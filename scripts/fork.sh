@@ -274,7 +274,14 @@ if [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" != "$install_id" ]; then
     say "installed $(rel "$FORK") on $(rel "$VENV")'s path (wheel mode: no C++ extension)"
   else
     say "building $(rel "$FORK") editable, with its C++ extension (about a minute)"
-    "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps -e "$FORK" 2>&1 \
+    cuda_home=${CUDA_HOME:-}
+    if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then
+      # no GPU here: build the CPU extension only (a CUDA build of torch brings an nvcc,
+      # and torch's CUDA build then fails for want of a GPU architecture to target)
+      cuda_home=$BUILD_DIR/no-cuda
+      mkdir -p "$cuda_home"
+    fi
+    CUDA_HOME=$cuda_home "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps -e "$FORK" 2>&1 \
       | grep -v "^WARNING: Location" || true
   fi
   echo "$install_id" >"$VENV/.rb-compile-installed"
