@@ -130,9 +130,9 @@ SUPPORTED_BY_SERIES = {
     # the forward port to main, so far
     "main": {
         "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
-        "ndim": {1},
+        "ndim": {1, 2},
         "writer": {"RoundRobinWriter", "TensorDictRoundRobinWriter"},
-        "sampler": {"RandomSampler"},
+        "sampler": {"RandomSampler", "SamplerWithoutReplacement"},
     },
 }
 SUPPORTED = SUPPORTED_BY_SERIES[SERIES]

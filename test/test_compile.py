@@ -79,10 +79,6 @@ MAX_VALUE = v060_only(
 )
 PRIORITIZED = v060_only("PrioritizedSampler has no compile mode on main yet (issue 18)")
 SLICE = v060_only("the slice samplers have no compile mode on main yet (issue 18)")
-WITHOUT_REPLACEMENT = v060_only(
-    "SamplerWithoutReplacement has no compile mode on main yet (issue 17)"
-)
-NDIM2 = v060_only("storages with ndim=2 have no compile mode on main yet (issue 17)")
 
 
 def case_id(case):
@@ -572,7 +568,6 @@ def epochs_of(index, items, per_epoch):
     return index, once
 
 
-@WITHOUT_REPLACEMENT
 @pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
 @pytest.mark.parametrize(
     "buffer,datatype",
@@ -607,7 +602,6 @@ def test_without_replacement_epochs(buffer, datatype, drop_last):
     assert counter.graphs == 1  # sample; the only extend ran eagerly
 
 
-@WITHOUT_REPLACEMENT
 @pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
 def test_without_replacement_fullgraph_inductor(drop_last):
     # the default backend, within the user's fullgraph step: the permutations
@@ -649,7 +643,11 @@ NDIM2_CASES = [
     (ReplayBuffer, TensorStorage, "pytree"),
     (TensorDictReplayBuffer, LazyTensorStorage, "tensordict"),
 ]
-NDIM2_SAMPLERS = [RandomSampler, SamplerWithoutReplacement, PrioritizedSampler]
+NDIM2_SAMPLERS = [
+    pytest.param(RandomSampler, id="RandomSampler"),
+    pytest.param(SamplerWithoutReplacement, id="SamplerWithoutReplacement"),
+    pytest.param(PrioritizedSampler, id="PrioritizedSampler", marks=PRIORITIZED),
+]
 
 
 def make_ndim2_buffer(case, sampler, compile, tmp_path=None, max_size=MAX_SIZE):
@@ -684,8 +682,7 @@ def ndim2_id(case):
     return f"{prefix}{storage.__name__}-{datatype}"
 
 
-@NDIM2
-@pytest.mark.parametrize("sampler", NDIM2_SAMPLERS, ids=lambda s: s.__name__)
+@pytest.mark.parametrize("sampler", NDIM2_SAMPLERS)
 @pytest.mark.parametrize("case", NDIM2_CASES, ids=ndim2_id)
 def test_ndim2_matches_eager(case, sampler, tmp_path):
     # extend, sample (and update_priority) over a storage of steps x envs: one
@@ -722,7 +719,6 @@ def test_ndim2_matches_eager(case, sampler, tmp_path):
     assert counter.graphs == 2 + prioritized
 
 
-@NDIM2
 @pytest.mark.parametrize("drop_last", [False, True], ids=["keep-last", "drop-last"])
 @pytest.mark.parametrize("max_size", [100, 98], ids=["whole-steps", "rounded-up"])
 def test_ndim2_without_replacement_epochs(max_size, drop_last):
@@ -752,8 +748,7 @@ def test_ndim2_without_replacement_epochs(max_size, drop_last):
     assert counter.graphs == 1  # sample; the only extend ran eagerly
 
 
-@NDIM2
-@pytest.mark.parametrize("sampler", NDIM2_SAMPLERS, ids=lambda s: s.__name__)
+@pytest.mark.parametrize("sampler", NDIM2_SAMPLERS)
 def test_ndim2_fullgraph_step(sampler):
     # built empty, within the user's fullgraph step: extend, sample, update_priority
     counter = GraphCounter()
@@ -786,7 +781,6 @@ def test_ndim2_fullgraph_step(sampler):
         assert_same_priorities(rb, rb_eager)
 
 
-@NDIM2
 def test_ndim2_dynamic_steps():
     # rollouts of varying length: one more compilation, with dynamic shapes
     counter = GraphCounter()
@@ -800,10 +794,7 @@ def test_ndim2_dynamic_steps():
     assert_same_buffer(rb, rb_eager)
 
 
-@NDIM2
-@pytest.mark.parametrize(
-    "sampler", [SamplerWithoutReplacement, PrioritizedSampler], ids=lambda s: s.__name__
-)
+@pytest.mark.parametrize("sampler", NDIM2_SAMPLERS[1:])
 def test_ndim2_inductor(sampler):
     # the default backend on storages of steps x envs: it lowers, and agrees with eager
     case = (ReplayBuffer, LazyTensorStorage, "tensordict")
@@ -823,7 +814,6 @@ def test_ndim2_inductor(sampler):
         assert_same_priorities(rb, rb_eager, exact=False)
 
 
-@NDIM2
 def test_ndim2_fullgraph_rounded_capacity():
     # within the user's fullgraph step, the first batch initializes a storage of
     # 98 elements, which rounds it up to 25 steps of 4 envs: the length (100, as
