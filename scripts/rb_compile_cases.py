@@ -127,7 +127,8 @@ SUPPORTED_BY_SERIES = {
             "PrioritizedSliceSampler",
         },
     },
-    # the forward port to main, so far
+    # the forward port to main so far: the prioritized and slice samplers and the
+    # max-value writer come with the next issue
     "main": {
         "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
         "ndim": {1, 2},
