@@ -240,6 +240,9 @@ else
   rm -rf "$FORK"
   mv "$new" "$FORK"
   trap - EXIT
+  # a new work tree: the editable install (and a checkout's built C++ extension,
+  # which lived in the old one) must be redone, even with the same fingerprint
+  rm -f "$VENV/.rb-compile-installed"
 fi
 mode=$(cat "$FORK/.git/rb-compile-mode")
 
