@@ -7,6 +7,7 @@ usage() {
   cat <<'EOF'
 usage: scripts/fork.sh [--series main|v0.6.0] [--checkout PATH] [--base checkout|clone|wheel]
                        [--torch VERSION] [--no-report | --full-report] [--report-md FILE]
+       scripts/fork.sh [--series main|v0.6.0] --check
 
 Gets the base of the series into build/SERIES/torchrl, applies patches/SERIES/series with
 `git am` (one commit per patch), installs it editable into .venv/SERIES with the pinned
@@ -30,6 +31,9 @@ The base comes from, in this order:
   --no-report        skip the compile report
   --full-report      the report's whole matrix and timings too (tens of minutes; CI runs it)
   --report-md FILE   also write the compile report as markdown to FILE
+  --check            change nothing: exit 0 when build/SERIES/torchrl and .venv/SERIES are
+                     what fork.sh would build from patches/SERIES and the scripts now,
+                     1 (and say why) when it would rebuild or reinstall them
 EOF
 }
 
@@ -44,14 +48,17 @@ base=""
 torch_version=""
 report=1
 report_args=()
+check=0
+build_opts=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --checkout) checkout=${2:?--checkout needs a path}; shift 2 ;;
-    --base) base=${2:?--base needs checkout, clone or wheel}; shift 2 ;;
-    --torch) torch_version=${2:?--torch needs a version}; shift 2 ;;
-    --no-report) report=0; shift ;;
-    --full-report) report_args+=(--full); shift ;;
-    --report-md) report_args+=(--markdown "${2:?--report-md needs a file}"); shift 2 ;;
+    --checkout) checkout=${2:?--checkout needs a path}; build_opts+=("$1"); shift 2 ;;
+    --base) base=${2:?--base needs checkout, clone or wheel}; build_opts+=("$1"); shift 2 ;;
+    --torch) torch_version=${2:?--torch needs a version}; build_opts+=("$1"); shift 2 ;;
+    --no-report) report=0; build_opts+=("$1"); shift ;;
+    --full-report) report_args+=(--full); build_opts+=("$1"); shift ;;
+    --report-md) report_args+=(--markdown "${2:?--report-md needs a file}"); build_opts+=("$1"); shift 2 ;;
+    --check) check=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "fork.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -60,6 +67,16 @@ done
 say() { echo "fork.sh: $*"; }
 die() { echo "fork.sh: error: $*" >&2; exit 1; }
 rel() { echo "${1#"$ROOT"/}"; }
+stale() { echo "fork.sh: $*: run scripts/fork.sh --series $SERIES" >&2; exit 1; }
+
+if [ "$check" = 1 ]; then
+  [ ${#build_opts[@]} -eq 0 ] || die "--check takes no other option than --series (not ${build_opts[*]}): it checks the existing build"
+  checkout=""  # the base of the existing build, not $TORCHRL_CHECKOUT
+  [ -f "$FORK/.git/rb-compile-fingerprint" ] && [ -f "$FORK/.git/rb-compile-mode" ] \
+    || stale "no $(rel "$FORK") built yet"
+  [ -f "$VENV/.rb-compile-torch" ] || stale "no $(rel "$VENV") installed yet"
+  say() { :; }  # only the verdict
+fi
 
 if [ -z "$torch_version" ] && [ -f "$VENV/.rb-compile-torch" ]; then
   # nothing asked: keep the torch of the existing venv
@@ -129,6 +146,14 @@ fingerprint=$( (echo "$SERIES $source_id"; cat "$ROOT/scripts/fork.sh" "$ROOT/sc
 fork_is_current() {
   [ -f "$FORK/.git/rb-compile-fingerprint" ] && [ "$(cat "$FORK/.git/rb-compile-fingerprint")" = "$fingerprint" ]
 }
+
+if [ "$check" = 1 ]; then
+  fork_is_current || stale "$(rel "$FORK") is older than $(rel "$PATCH_DIR") or the scripts"
+  [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" = "$fingerprint-$torch_version" ] \
+    || stale "$(rel "$FORK") is not installed into $(rel "$VENV") with torch $torch_version"
+  echo "fork.sh: $(rel "$FORK") is up to date and installed into $(rel "$VENV") (torch $torch_version)"
+  exit 0
+fi
 
 get_base() {  # get_base DIR: a git work tree at the base, on branch rb-compile, tagged BASE_TAG
   local dir=$1

@@ -25,6 +25,10 @@ say() { echo "test.sh: $*"; }
 die() { echo "test.sh: error: $*" >&2; exit 1; }
 
 [ -x "$PY" ] || die "no .venv/$SERIES: run scripts/fork.sh --series $SERIES first"
+# a stale fork is refused rather than tested: the patches would not be the ones tested, and
+# test_scripts' own run of fork.sh would rebuild it under the other tests
+"$ROOT/scripts/fork.sh" --series "$SERIES" --check >/dev/null \
+  || die "build/$SERIES/torchrl is not the build of patches/$SERIES (see above)"
 
 run_pytest() {  # pytest's exit 5 (no test collected) is a failure here, not a pass
   local rc=0

@@ -207,6 +207,45 @@ def test_fork_rerun_reuses_the_build():
     assert fork_head() == head
 
 
+def test_fork_check_on_the_build():
+    # test.sh ran fork.sh --check before these tests: the build is current
+    if not (FORK / ".git" / "rb-compile-fingerprint").exists():
+        pytest.skip("no fork built yet: run scripts/fork.sh")
+    result = run_fork("--check")
+    assert result.returncode == 0, result.stderr
+    assert f"build/{SERIES_NAME}/torchrl is up to date" in result.stdout
+    result = run_fork("--check", "--torch", "2.13.0")
+    assert result.returncode == 1
+    assert "--check takes no other option than --series (not --torch)" in result.stderr
+
+
+def test_fork_check_finds_a_stale_build(tmp_path):
+    # --check says why fork.sh would rebuild, and changes nothing
+    project = tmp_path / "project"
+    for part in ("scripts", "patches", "ci"):
+        shutil.copytree(ROOT / part, project / part)
+    result = run_fork("--check", cwd=project)
+    assert result.returncode == 1
+    assert f"no build/{SERIES_NAME}/torchrl built yet" in result.stderr
+    (project / "build" / SERIES_NAME).mkdir(parents=True)
+    fork = make_repo(project / "build" / SERIES_NAME / "torchrl", "x = 1\n")
+    (fork / ".git" / "rb-compile-fingerprint").write_text("an older series\n")
+    (fork / ".git" / "rb-compile-mode").write_text("wheel\n")
+    venv = project / ".venv" / SERIES_NAME
+    venv.mkdir(parents=True)
+    (venv / ".rb-compile-torch").write_text("2.13.0\n")
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    result = run_fork("--check", cwd=project)
+    assert result.returncode == 1
+    assert (
+        f"build/{SERIES_NAME}/torchrl is older than patches/{SERIES_NAME}"
+        in result.stderr
+    )
+    assert f"run scripts/fork.sh --series {SERIES_NAME}" in result.stderr
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+    assert (fork / ".git" / "rb-compile-fingerprint").read_text() == "an older series\n"
+
+
 def test_fork_commits_one_per_patch():
     fork = FORK
     if not (fork / ".git").exists():
