@@ -316,15 +316,10 @@ if [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" != "$install_id" ]; then
 fi
 "$PY" -c "import torchrl.data" 2>/dev/null || die "the fork does not import: run '$(rel "$PY") -c \"import torchrl.data\"' to see why"
 if ! "$PY" -c "import torchrl._torchrl" >/dev/null 2>&1; then
-  if [ "$SERIES" = v0.6.0 ]; then
-    say "note: no C++ extension (torchrl._torchrl): the prioritized samplers use the torch-op"
-    say "      segment trees of the series instead; build from a checkout for the C++ ones"
-  else
-    # the nightly wheel's extension is built for another torch (undefined symbol on 2.13)
-    say "note: no C++ extension (torchrl._torchrl): PrioritizedSampler and the prioritized"
-    say "      buffers raise 'SumSegmentTreeFp32 is not available'; build from a checkout"
-    say "      (--checkout PATH) to compile the extension against this torch"
-  fi
+  # (main: the nightly wheel's extension is built for another torch, undefined symbol on 2.13)
+  say "note: no C++ extension (torchrl._torchrl): the prioritized samplers use the torch-op"
+  say "      segment trees of the series instead; build from a checkout (--checkout PATH) to"
+  say "      compile the C++ ones against this torch"
 fi
 say "fork ready: $(rel "$FORK") ($SERIES series, $mode base, torch $torch_version); python: $(rel "$PY")"
 

@@ -202,7 +202,8 @@ PRIORITIZED_BUFFER_WRITERS = {
     "PrioritizedReplayBuffer": "RoundRobinWriter",
     "TensorDictPrioritizedReplayBuffer": "TensorDictRoundRobinWriter",
 }
-# what main's C++-only segment trees raise when the extension is missing
+# what main's C++-only segment trees raised when the extension was missing (the base,
+# before main patch 14 gave them a torch-op fallback)
 UNAVAILABLE = "is not available"
 MATRIX_MAX_SIZE = 100
 # batches of 30 elements, which do not divide the capacity: the cursor wraps at a
@@ -271,8 +272,8 @@ class Combination:
     def refusal(self) -> str | None:
         """The ValueError message of the buffer built with ``compile=True``, or None.
 
-        Main's prioritized samplers cannot be built at all without the C++
-        extension (a wheel base): their RuntimeError is the message then.
+        Main's prioritized samplers could not be built at all without the C++
+        extension before main patch 14: their RuntimeError is the message then.
         """
         try:
             self.build(True)

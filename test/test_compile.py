@@ -315,8 +315,8 @@ def test_max_value_writer_inductor():
     ],
 )
 def test_refuses_unsupported(kwargs, match):
-    # (the components are built by the test: main cannot build its prioritized
-    # samplers without the C++ extension)
+    # (the components are built by the test, with the C++ trees or, without the
+    # extension, the torch-op ones of main patch 14 and v0.6.0 patch 9)
     with pytest.raises(ValueError, match=match):
         ReplayBuffer(compile=True, **kwargs())
 

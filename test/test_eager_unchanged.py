@@ -49,3 +49,38 @@ def test_pickle_keeps_eager_mode():
     assert isinstance(storage._len_value, Synchronized)
     assert len(storage) == 4 and not storage._compilable
     assert (storage.get(torch.arange(4)) == 1).all()
+
+
+def test_prioritized_buffer_with_or_without_the_extension():
+    # a prioritized buffer works in eager mode whether torchrl's C++ extension loads
+    # or not (it does not in a wheel base): with it, the sampler keeps the C++
+    # segment trees; without it, it uses the series' torch-op trees (main patch 14,
+    # v0.6.0 patch 9), and samples item i with probability q_i / sum(q),
+    # q = (p + eps) ** alpha, either way
+    import numpy as np
+    from torchrl.data import PrioritizedReplayBuffer
+
+    try:
+        import torchrl._torchrl  # noqa: F401
+
+        has_extension = True
+    except ImportError:
+        has_extension = False
+    alpha, num_items = 0.7, 20
+    rb = PrioritizedReplayBuffer(
+        alpha=alpha, beta=0.5, storage=LazyTensorStorage(num_items), batch_size=4000
+    )
+    rb.extend(torch.arange(num_items))
+    priority = torch.arange(1, num_items + 1, dtype=torch.float)
+    rb.update_priority(torch.arange(num_items), priority)
+    tree_type = type(rb._sampler._sum_tree).__name__
+    assert (tree_type == "_TensorSegmentTree") == (not has_extension), tree_type
+    np.random.seed(0)
+    counts = torch.zeros(num_items)
+    for _ in range(25):
+        counts += torch.bincount(rb.sample(), minlength=num_items)
+    q = (priority + rb._sampler._eps) ** alpha
+    expected = q / q.sum() * counts.sum()
+    # chi-square with 19 degrees of freedom: 43.8 is its 0.999 quantile
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 43.8, (chi2, counts, expected)

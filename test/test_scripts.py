@@ -352,8 +352,8 @@ FULL_REPORT = {
         "compiled": 2 * 6 * 2 * 2,
         "refused": 252 - 48,
         "matrix rows": 2,
-        # (without the C++ extension, main cannot build its prioritized samplers at
-        # all: their combinations are listed as unavailable, whatever else they hold)
+        # (the other refusals depend on the base: a checkout's prioritized samplers
+        # use the C++ trees, a wheel base's the torch-op trees of main patch 14)
         "refused components": {"sampler=SliceSampler": "36"},
     },
 }
