@@ -50,6 +50,7 @@ from rb_compile_cases import (
     MATRIX_ENVS,
     MATRIX_MAX_SIZE,
     MATRIX_SAMPLE,
+    outside_matrix,
     run_compiled,
     run_fullgraph,
     SERIES,
@@ -279,6 +280,12 @@ def fullgraph_step(case, calls):
     return fullgraph_cell(run)
 
 
+OUTSIDE_TITLE = (
+    "The other samplers, writers and buffers of the base, outside the matrix (each "
+    "with a LazyTensorStorage), refused at construction with compile=True: what "
+    "ReplayBuffer(compile=True) (or the buffer class) says it does not support, and "
+    "what it expects instead:"
+)
 REFUSED_TITLE = (
     "The combinations refused at construction, by the component that stops them, "
     "with the error ReplayBuffer(compile=True) (or the buffer class) raises:"
@@ -365,6 +372,24 @@ def refused_components(combinations):
         [component, str(count), reason]
         for component, (count, reason) in sorted(by_reason.items())
     ]
+
+
+def refused_outside_matrix():
+    # main's other components, outside the matrix: built with compile=True, each
+    # must be refused at construction; its reasons, as refused_components gives them
+    rows = []
+    for name, build in outside_matrix().items():
+        try:
+            build()
+        except ValueError as err:
+            message = str(err)
+        else:
+            raise RuntimeError(f"{name} with compile=True is not refused")
+        if "does not support " not in message:
+            raise RuntimeError(f"{name}: not the refusal of compile=: {message}")
+        listed = message.split("does not support ", 1)[1].rstrip(".")
+        rows.append([name, listed])
+    return rows
 
 
 def time_calls(fn, repeat=7, number=20):
@@ -634,6 +659,14 @@ def main(argv=None):
             f"{REFUSED_TITLE}\n\n"
             + markdown_table(["component", "combinations", "reason"], refused)
         )
+        outside = refused_outside_matrix()
+        if outside:
+            print(f"\n{OUTSIDE_TITLE}")
+            print_table(["component", "refused with"], outside)
+            sections.append(
+                f"{OUTSIDE_TITLE}\n\n"
+                + markdown_table(["component", "refused with"], outside)
+            )
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(sections))

@@ -309,6 +309,47 @@ def matrix_combinations() -> list[Combination]:
     return combinations
 
 
+def _outside_matrix_main():
+    # main's other samplers, writers and buffers, each with a LazyTensorStorage and
+    # the default components otherwise
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
+    from torchrl.data.replay_buffers import replay_buffers, samplers, writers
+
+    def buffer(**kwargs):
+        return ReplayBuffer(
+            storage=LazyTensorStorage(MATRIX_MAX_SIZE), compile=True, **kwargs
+        )
+
+    def ensemble():
+        return replay_buffers.ReplayBufferEnsemble(
+            ReplayBuffer(storage=LazyTensorStorage(MATRIX_MAX_SIZE)),
+            ReplayBuffer(storage=LazyTensorStorage(MATRIX_MAX_SIZE)),
+            compile=True,
+        )
+
+    return {
+        "StalenessAwareSampler": lambda: buffer(
+            sampler=samplers.StalenessAwareSampler()
+        ),
+        "ConsumingSampler (consume_after_n_samples=)": lambda: buffer(
+            consume_after_n_samples=2
+        ),
+        "PromptGroupSampler": lambda: buffer(
+            sampler=samplers.PromptGroupSampler(num_groups=2)
+        ),
+        "ImmutableDatasetWriter": lambda: buffer(
+            writer=writers.ImmutableDatasetWriter()
+        ),
+        "ReplayBufferEnsemble (StorageEnsemble, WriterEnsemble, SamplerEnsemble)": ensemble,
+    }
+
+
+def outside_matrix() -> dict:
+    """The components of the series' base that the matrix leaves out, each as a builder
+    of a buffer with ``compile=True`` (main only: v0.6.0's matrix is its whole scope)."""
+    return _outside_matrix_main() if SERIES == "main" else {}
+
+
 def leaves(data) -> list:
     return torch.utils._pytree.tree_flatten(data)[0]
 

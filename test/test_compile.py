@@ -22,6 +22,7 @@ from rb_compile_cases import (
     make_component,
     make_rollout,
     matrix_combinations,
+    outside_matrix,
     run_compiled,
     run_fullgraph,
     sample_problems,
@@ -319,6 +320,15 @@ def test_refuses_unsupported(kwargs, match):
     # extension, the torch-op ones of main patch 14 and v0.6.0 patch 9)
     with pytest.raises(ValueError, match=match):
         ReplayBuffer(compile=True, **kwargs())
+
+
+@pytest.mark.parametrize("component", list(outside_matrix()))
+def test_refuses_outside_matrix(component):
+    # main's other samplers, writers and buffers: refused at construction, with the
+    # component named and what compile= expects instead
+    with pytest.raises(ValueError, match=r"does not support .*\(expected a") as info:
+        outside_matrix()[component]()
+    assert component.split(" ")[0] in str(info.value)
 
 
 def test_sample_empty():

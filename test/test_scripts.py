@@ -10,7 +10,12 @@ import sys
 
 import pytest
 from conftest import ROOT
-from rb_compile_cases import matrix_combinations, SERIES as SERIES_NAME, SERIES_NAMES
+from rb_compile_cases import (
+    matrix_combinations,
+    outside_matrix,
+    SERIES as SERIES_NAME,
+    SERIES_NAMES,
+)
 
 
 def series_patches(name):
@@ -376,7 +381,7 @@ def test_compile_report(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     text = markdown.read_text()
-    cases, matrix, refused = markdown_tables(text)
+    cases, matrix, refused, *outside = markdown_tables(text)
     names = [row["case"] for row in cases]
     assert names == expected["cases"]
     for row in cases:
@@ -415,6 +420,13 @@ def test_compile_report(tmp_path):
         reason = refused["sampler=SliceSampler"]["reason"]
         assert reason == "expected a RandomSampler or a SamplerWithoutReplacement"
         assert "storage=ListStorage" in refused
+    # main's other components, outside the matrix: each refused, saying what to use
+    expected_outside = list(outside_matrix())
+    assert len(outside) == (1 if expected_outside else 0)
+    if expected_outside:
+        assert [row["component"] for row in outside[0]] == expected_outside
+        for row in outside[0]:
+            assert "(expected a" in row["refused with"], row
 
 
 def test_bench_quick(tmp_path):
