@@ -55,7 +55,6 @@ from rb_compile_cases import (
     run_fullgraph,
     SERIES,
     SERIES_NAMES,
-    UNAVAILABLE,
 )
 from torch._dynamo.utils import counters
 from torchrl.data import (
@@ -345,6 +344,14 @@ def matrix_rows(combinations, calls, jobs, progress):
         return [future.result() for future in futures]
 
 
+def refusal_list(message: str) -> str | None:
+    # what a refusal of compile= lists ("storage=... (expected ...), writer=..."), or
+    # None for another error
+    if "does not support " not in message:
+        return None
+    return message.split("does not support ", 1)[1].rstrip(".")
+
+
 def refused_components(combinations):
     # builds every combination with compile=True; groups the refusals by reason
     by_reason = {}
@@ -352,14 +359,11 @@ def refused_components(combinations):
         message = combination.refusal()
         if message is None:
             raise RuntimeError(f"{combination.name} is not refused")
-        if UNAVAILABLE in message:
-            # main's C++-only segment trees, without the extension (wheel base)
-            parts = [("unavailable at the base (no C++ extension)", message)]
-        elif "does not support " not in message:
+        listed = refusal_list(message)
+        if listed is None:
             # refused by torchrl itself, compile or not
             parts = [("impossible at the base", message)]
         else:
-            listed = message.split("does not support ", 1)[1].rstrip(".")
             parts = [
                 (part.split(" (", 1)[0], part.split(" (", 1)[1].rstrip(")"))
                 for part in re.split(
@@ -385,9 +389,9 @@ def refused_outside_matrix():
             message = str(err)
         else:
             raise RuntimeError(f"{name} with compile=True is not refused")
-        if "does not support " not in message:
+        listed = refusal_list(message)
+        if listed is None:
             raise RuntimeError(f"{name}: not the refusal of compile=: {message}")
-        listed = message.split("does not support ", 1)[1].rstrip(".")
         rows.append([name, listed])
     return rows
 

@@ -143,13 +143,16 @@ fi
 # What this build is made of (base, this script, the series): re-running with the same inputs reuses it.
 fingerprint=$( (echo "$SERIES $source_id"; cat "$ROOT/scripts/fork.sh" "$ROOT/scripts/series.sh" "$PATCH_DIR/series"; for p in "${patches[@]}"; do cat "$PATCH_DIR/$p"; done) | sha256sum | cut -c1-16)
 
+# ... and its editable install into the venv, with this torch
+install_id="$fingerprint-$torch_version"
+
 fork_is_current() {
   [ -f "$FORK/.git/rb-compile-fingerprint" ] && [ "$(cat "$FORK/.git/rb-compile-fingerprint")" = "$fingerprint" ]
 }
 
 if [ "$check" = 1 ]; then
   fork_is_current || stale "$(rel "$FORK") is older than $(rel "$PATCH_DIR") or the scripts"
-  [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" = "$fingerprint-$torch_version" ] \
+  [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" = "$install_id" ] \
     || stale "$(rel "$FORK") is not installed into $(rel "$VENV") with torch $torch_version"
   echo "fork.sh: $(rel "$FORK") is up to date and installed into $(rel "$VENV") (torch $torch_version)"
   exit 0
@@ -292,7 +295,6 @@ echo "$torch_version" >"$VENV/.rb-compile-torch"
 
 # ---- the fork, editable ------------------------------------------------------
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-install_id="$fingerprint-$torch_version"
 if [ "$(cat "$VENV/.rb-compile-installed" 2>/dev/null)" != "$install_id" ]; then
   "$VENV/bin/python" -m pip uninstall -q -y torchrl >/dev/null 2>&1 || true
   rm -f "$site/torchrl-fork.pth"

@@ -202,9 +202,6 @@ PRIORITIZED_BUFFER_WRITERS = {
     "PrioritizedReplayBuffer": "RoundRobinWriter",
     "TensorDictPrioritizedReplayBuffer": "TensorDictRoundRobinWriter",
 }
-# what main's C++-only segment trees raised when the extension was missing (the base,
-# before main patch 14 gave them a torch-op fallback)
-UNAVAILABLE = "is not available"
 MATRIX_MAX_SIZE = 100
 # batches of 30 elements, which do not divide the capacity: the cursor wraps at a
 # new place each lap; with ndim=2, of 4 envs x 7 steps, extended along the steps
@@ -270,18 +267,10 @@ class Combination:
         return cls(**kwargs)
 
     def refusal(self) -> str | None:
-        """The ValueError message of the buffer built with ``compile=True``, or None.
-
-        Main's prioritized samplers could not be built at all without the C++
-        extension before main patch 14: their RuntimeError is the message then.
-        """
+        """The ValueError message of the buffer built with ``compile=True``, or None."""
         try:
             self.build(True)
         except ValueError as err:
-            return str(err)
-        except RuntimeError as err:
-            if UNAVAILABLE not in str(err):
-                raise
             return str(err)
         return None
 
