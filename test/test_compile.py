@@ -27,6 +27,7 @@ from rb_compile_cases import (
     run_fullgraph,
     sample_problems,
     SUPPORTED,
+    WEIGHT_KEY,
 )
 from tensordict import TensorDict
 from torchrl.data import (
@@ -77,7 +78,6 @@ CASES = [
 MAX_VALUE = v060_only(
     "TensorDictMaxValueWriter has no compile mode on main yet (issue 18)"
 )
-PRIORITIZED = v060_only("PrioritizedSampler has no compile mode on main yet (issue 18)")
 SLICE = v060_only("the slice samplers have no compile mode on main yet (issue 18)")
 
 
@@ -434,7 +434,6 @@ def test_memmap_fullgraph_needs_one_extend(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@PRIORITIZED
 @pytest.mark.parametrize("within_buffer", [False, True], ids=["max-ever", "max-within"])
 @pytest.mark.parametrize("datatype", ["tensor", "tensordict", "pytree"])
 def test_prioritized_matches_eager(datatype, within_buffer):
@@ -463,7 +462,6 @@ def test_prioritized_matches_eager(datatype, within_buffer):
     assert counter.graphs == 3  # extend, sample, update_priority
 
 
-@PRIORITIZED
 def test_prioritized_distribution():
     # item i drawn with probability p_i ** alpha / sum(p ** alpha), weights (p_i / p_min) ** -beta
     alpha, beta, items, draws = 0.7, 0.5, 20, 100 * 256
@@ -483,14 +481,16 @@ def test_prioritized_distribution():
         assert (sample == info["index"]).all()
         counts += torch.bincount(info["index"], minlength=MAX_SIZE)
         p = (priority[info["index"]] + 1e-8) ** alpha
-        torch.testing.assert_close(info["_weight"], (p / (1 + 1e-8) ** alpha) ** -beta)
+        torch.testing.assert_close(info[WEIGHT_KEY], (p / (1 + 1e-8) ** alpha) ** -beta)
     assert (counts[items:] == 0).all()
     expected = draws * priority**alpha / (priority**alpha).sum()
     assert ((counts[:items] - expected).abs() < 6 * expected.sqrt()).all()
 
 
-@PRIORITIZED
-@pytest.mark.parametrize("sampler", ["PrioritizedSampler", "PrioritizedSliceSampler"])
+@pytest.mark.parametrize(
+    "sampler",
+    ["PrioritizedSampler", pytest.param("PrioritizedSliceSampler", marks=SLICE)],
+)
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
 def test_prioritized_fullgraph_step(buffer, sampler):
     # extend, sample and update_priority within the user's fullgraph compile
@@ -524,7 +524,6 @@ def test_prioritized_fullgraph_step(buffer, sampler):
     assert_same_priorities(rb, rb_eager)
 
 
-@PRIORITIZED
 def test_prioritized_inductor():
     # the default backend on the prioritized path: it lowers (no item() in the
     # graph) and agrees with eager
@@ -652,7 +651,7 @@ NDIM2_CASES = [
 NDIM2_SAMPLERS = [
     pytest.param(RandomSampler, id="RandomSampler"),
     pytest.param(SamplerWithoutReplacement, id="SamplerWithoutReplacement"),
-    pytest.param(PrioritizedSampler, id="PrioritizedSampler", marks=PRIORITIZED),
+    pytest.param(PrioritizedSampler, id="PrioritizedSampler"),
 ]
 
 
@@ -710,7 +709,7 @@ def test_ndim2_matches_eager(case, sampler, tmp_path):
         expected = rb_eager.storage[index]
         if isinstance(rb, TensorDictReplayBuffer):
             assert (sample["index"] == torch.stack(index, -1)).all()
-            sample = sample.exclude("index", "_weight")
+            sample = sample.exclude("index", WEIGHT_KEY)
             expected = expected.exclude("index")
         for x, y in zip(leaves(sample), leaves(expected), strict=True):
             assert x.shape[0] == 16 and (x == y).all()
@@ -1007,7 +1006,7 @@ def test_prioritized_slice_sampler_distribution(ndim, key):
     for starts, info in assert_start_frequencies(rb, probabilities, key):
         weight = leaves[np.ravel_multi_index(starts.T.numpy(), shape)] / leaves.min()
         weight = weight[:, None].expand(-1, 3).flatten() ** -0.5
-        torch.testing.assert_close(info["_weight"], weight)
+        torch.testing.assert_close(info[WEIGHT_KEY], weight)
     assert counter.graphs == 3  # extend, sample and update_priority
 
 

@@ -345,18 +345,22 @@ FULL_REPORT = {
     },
     "main": {
         "only": "^(ReplayBuffer-)?LazyTensorStorage-(ndim1-)?RoundRobinWriter-"
-        "RandomSampler|^TensorDictReplayBuffer-LazyMemmapStorage-ndim1-TensorDict"
-        "RoundRobinWriter-SamplerWithoutReplacement",
+        "(RandomSampler|PrioritizedSampler-tensor)|^TensorDictReplayBuffer-"
+        "LazyMemmapStorage-ndim1-TensorDictRoundRobinWriter-SamplerWithoutReplacement"
+        "|^TensorDictPrioritizedReplayBuffer-TensorStorage",
         "cases": [
             "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensor",
             "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict",
             "LazyTensorStorage-RoundRobinWriter-RandomSampler-pytree",
+            "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-tensor",
         ],
-        # 3 storages x 2 ndim x 2 round-robin writers x 2 samplers, with 2
-        # buffers; of 2 buffers x 7 storages x 3 writers x 6 samplers
-        "compiled": 2 * 6 * 2 * 2,
-        "refused": 252 - 48,
-        "matrix rows": 2,
+        # 3 storages x 2 ndim x 2 round-robin writers x 3 samplers, with 2
+        # buffers; 3 storages x 2 ndim with the 2 prioritized buffers. Of 2
+        # buffers x 7 storages x 3 writers x 6 samplers, and 2 prioritized
+        # buffers x 7 storages
+        "compiled": 2 * 6 * 2 * 3 + 2 * 6,
+        "refused": 252 + 14 - 84,
+        "matrix rows": 4,
         # (the other refusals depend on the base: a checkout's prioritized samplers
         # use the C++ trees, a wheel base's the torch-op trees of main patch 14)
         "refused components": {"sampler=SliceSampler": "36"},
@@ -418,7 +422,10 @@ def test_compile_report(tmp_path):
         assert not [c for c in refused if c.startswith("writer=")]
     else:
         reason = refused["sampler=SliceSampler"]["reason"]
-        assert reason == "expected a RandomSampler or a SamplerWithoutReplacement"
+        assert reason == (
+            "expected a RandomSampler, a SamplerWithoutReplacement or a "
+            "PrioritizedSampler"
+        )
         assert "storage=ListStorage" in refused
     # main's other components, outside the matrix: each refused, saying what to use
     expected_outside = list(outside_matrix())
