@@ -128,12 +128,15 @@ SUPPORTED_BY_SERIES = {
             "PrioritizedSliceSampler",
         },
     },
-    # the forward port to main so far: the slice samplers and the max-value writer
-    # are still to come
+    # the forward port to main so far: the slice samplers are still to come
     "main": {
         "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
         "ndim": {1, 2},
-        "writer": {"RoundRobinWriter", "TensorDictRoundRobinWriter"},
+        "writer": {
+            "RoundRobinWriter",
+            "TensorDictRoundRobinWriter",
+            "TensorDictMaxValueWriter",
+        },
         "sampler": {
             "RandomSampler",
             "SamplerWithoutReplacement",

@@ -75,9 +75,6 @@ CASES = [
 
 # What the forward port to main does not compile yet: these run against the
 # v0.6.0 fork, and are skipped with the reason against the main one.
-MAX_VALUE = v060_only(
-    "TensorDictMaxValueWriter has no compile mode on main yet (issue 18)"
-)
 SLICE = v060_only("the slice samplers have no compile mode on main yet (issue 18)")
 
 
@@ -241,7 +238,6 @@ def test_inductor():
     assert_same_buffer(rb, rb_eager)
 
 
-@MAX_VALUE
 def test_max_value_writer_inductor():
     # the default backend on the writer's insertion loop (a while_loop): it
     # lowers, and keeps the elements, slots and indices that eager mode keeps
