@@ -128,7 +128,8 @@ SUPPORTED_BY_SERIES = {
             "PrioritizedSliceSampler",
         },
     },
-    # the forward port to main so far: the slice samplers are still to come
+    # the forward port to main so far: SliceSamplerWithoutReplacement and
+    # PrioritizedSliceSampler are still to come
     "main": {
         "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
         "ndim": {1, 2},
@@ -141,6 +142,7 @@ SUPPORTED_BY_SERIES = {
             "RandomSampler",
             "SamplerWithoutReplacement",
             "PrioritizedSampler",
+            "SliceSampler",
         },
     },
 }

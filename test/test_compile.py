@@ -75,7 +75,10 @@ CASES = [
 
 # What the forward port to main does not compile yet: these run against the
 # v0.6.0 fork, and are skipped with the reason against the main one.
-SLICE = v060_only("the slice samplers have no compile mode on main yet (issue 18)")
+SLICE = v060_only(
+    "SliceSamplerWithoutReplacement and PrioritizedSliceSampler have no compile "
+    "mode on main yet (issue 18)"
+)
 
 
 def case_id(case):
@@ -294,7 +297,6 @@ def test_max_value_writer_inductor():
                 "sampler": SliceSampler(num_slices=2, strict_length=False),
             },
             r"sampler=SliceSampler \(with strict_length=False; expected",
-            marks=SLICE,
         ),
         [
             lambda: {"storage": LazyTensorStorage(10), "prefetch": 2, "batch_size": 2},
@@ -970,7 +972,6 @@ def assert_start_frequencies(rb, probabilities, key):
     return samples
 
 
-@SLICE
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_slice_sampler_distribution(ndim, key):
@@ -1006,8 +1007,11 @@ def test_prioritized_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 3  # extend, sample and update_priority
 
 
-@SLICE
-@pytest.mark.parametrize("sampler", [SliceSampler, SliceSamplerWithoutReplacement])
+@pytest.mark.parametrize(
+    "sampler",
+    [SliceSampler, pytest.param(SliceSamplerWithoutReplacement, marks=SLICE)],
+    ids=lambda t: t.__name__,
+)
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
@@ -1044,10 +1048,14 @@ def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
     assert_same_buffer(rb, rb_eager)
 
 
-@SLICE
 @pytest.mark.parametrize(
     "sampler",
-    [SliceSampler, SliceSamplerWithoutReplacement, PrioritizedSliceSampler],
+    [
+        SliceSampler,
+        pytest.param(SliceSamplerWithoutReplacement, marks=SLICE),
+        pytest.param(PrioritizedSliceSampler, marks=SLICE),
+    ],
+    ids=lambda t: t.__name__,
 )
 def test_slice_sampler_inductor(sampler):
     # the default backend: it lowers, and its slices stay within trajectories
@@ -1070,7 +1078,6 @@ def test_slice_sampler_inductor(sampler):
     assert_same_buffer(rb, rb_eager)
 
 
-@SLICE
 def test_slice_sampler_too_short():
     # no trajectory as long as a slice: the RuntimeError of eager mode, raised
     # after the compiled sample; a shorter slice is then drawn
