@@ -128,8 +128,8 @@ SUPPORTED_BY_SERIES = {
             "PrioritizedSliceSampler",
         },
     },
-    # the forward port to main so far: SliceSamplerWithoutReplacement and
-    # PrioritizedSliceSampler are still to come
+    # the forward port to main so far: PrioritizedSliceSampler is still to
+    # come
     "main": {
         "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
         "ndim": {1, 2},
@@ -143,6 +143,7 @@ SUPPORTED_BY_SERIES = {
             "SamplerWithoutReplacement",
             "PrioritizedSampler",
             "SliceSampler",
+            "SliceSamplerWithoutReplacement",
         },
     },
 }

@@ -75,9 +75,8 @@ CASES = [
 
 # What the forward port to main does not compile yet: these run against the
 # v0.6.0 fork, and are skipped with the reason against the main one.
-SLICE = v060_only(
-    "SliceSamplerWithoutReplacement and PrioritizedSliceSampler have no compile "
-    "mode on main yet (issue 18)"
+PRIORITIZED_SLICE = v060_only(
+    "PrioritizedSliceSampler has no compile mode on main yet (issue 18)"
 )
 
 
@@ -279,7 +278,7 @@ def test_max_value_writer_inductor():
                 ),
             },
             r"sampler=PrioritizedSliceSampler \(with strict_length=False;",
-            marks=SLICE,
+            marks=PRIORITIZED_SLICE,
         ),
         pytest.param(
             lambda: {
@@ -289,7 +288,6 @@ def test_max_value_writer_inductor():
                 ),
             },
             r"sampler=SliceSamplerWithoutReplacement \(with strict_length=False;",
-            marks=SLICE,
         ),
         pytest.param(
             lambda: {
@@ -487,7 +485,10 @@ def test_prioritized_distribution():
 
 @pytest.mark.parametrize(
     "sampler",
-    ["PrioritizedSampler", pytest.param("PrioritizedSliceSampler", marks=SLICE)],
+    [
+        "PrioritizedSampler",
+        pytest.param("PrioritizedSliceSampler", marks=PRIORITIZED_SLICE),
+    ],
 )
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
 def test_prioritized_fullgraph_step(buffer, sampler):
@@ -983,7 +984,7 @@ def test_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 2  # extend and sample
 
 
-@SLICE
+@PRIORITIZED_SLICE
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_prioritized_slice_sampler_distribution(ndim, key):
@@ -1009,7 +1010,7 @@ def test_prioritized_slice_sampler_distribution(ndim, key):
 
 @pytest.mark.parametrize(
     "sampler",
-    [SliceSampler, pytest.param(SliceSamplerWithoutReplacement, marks=SLICE)],
+    [SliceSampler, SliceSamplerWithoutReplacement],
     ids=lambda t: t.__name__,
 )
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
@@ -1052,8 +1053,8 @@ def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
     "sampler",
     [
         SliceSampler,
-        pytest.param(SliceSamplerWithoutReplacement, marks=SLICE),
-        pytest.param(PrioritizedSliceSampler, marks=SLICE),
+        SliceSamplerWithoutReplacement,
+        pytest.param(PrioritizedSliceSampler, marks=PRIORITIZED_SLICE),
     ],
     ids=lambda t: t.__name__,
 )
@@ -1108,7 +1109,6 @@ def trajectory_of_positions(rb_eager, slice_len):
     return trajectory, set(trajectory.values())
 
 
-@SLICE
 @pytest.mark.parametrize("drop_last", [False, True])
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])

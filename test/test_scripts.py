@@ -350,24 +350,25 @@ FULL_REPORT = {
         "|^TensorDictPrioritizedReplayBuffer-TensorStorage"
         "|^TensorDictReplayBuffer-TensorStorage-ndim1-TensorDictMaxValueWriter-"
         "PrioritizedSampler|^ReplayBuffer-LazyTensorStorage-ndim2-RoundRobinWriter-"
-        "SliceSampler",
+        "SliceSampler|^TensorDictReplayBuffer-LazyTensorStorage-ndim1-"
+        "TensorDictRoundRobinWriter-SliceSamplerWithoutReplacement",
         "cases": [
             "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensor",
             "LazyTensorStorage-RoundRobinWriter-RandomSampler-tensordict",
             "LazyTensorStorage-RoundRobinWriter-RandomSampler-pytree",
             "LazyTensorStorage-RoundRobinWriter-PrioritizedSampler-tensor",
         ],
-        # 3 storages x 2 ndim x 2 round-robin writers x 4 samplers, with 2
-        # buffers; 3 storages (ndim 1) x 4 samplers with the max-value writer and
+        # 3 storages x 2 ndim x 2 round-robin writers x 5 samplers, with 2
+        # buffers; 3 storages (ndim 1) x 5 samplers with the max-value writer and
         # 2 buffers; 3 storages x 2 ndim with the 2 prioritized buffers. Of 2
         # buffers x 7 storages x 3 writers x 6 samplers, and 2 prioritized
         # buffers x 7 storages
-        "compiled": 2 * 6 * 2 * 4 + 2 * 3 * 4 + 2 * 6,
-        "refused": 252 + 14 - 132,
-        "matrix rows": 6,
+        "compiled": 2 * 6 * 2 * 5 + 2 * 3 * 5 + 2 * 6,
+        "refused": 252 + 14 - 162,
+        "matrix rows": 8,
         # (the other refusals depend on the base: a checkout's prioritized samplers
         # use the C++ trees, a wheel base's the torch-op trees of main patch 14)
-        "refused components": {"sampler=SliceSamplerWithoutReplacement": "36"},
+        "refused components": {"sampler=PrioritizedSliceSampler": "36"},
     },
 }
 
@@ -432,10 +433,11 @@ def test_compile_report(tmp_path):
         assert "not compatible" in refused["impossible at the base"]["reason"]
     else:
         assert "sampler=SliceSampler" not in refused
-        reason = refused["sampler=SliceSamplerWithoutReplacement"]["reason"]
+        assert "sampler=SliceSamplerWithoutReplacement" not in refused
+        reason = refused["sampler=PrioritizedSliceSampler"]["reason"]
         assert reason == (
             "expected a RandomSampler, a SamplerWithoutReplacement, a "
-            "PrioritizedSampler or a SliceSampler"
+            "PrioritizedSampler, a SliceSampler or a SliceSamplerWithoutReplacement"
         )
         assert "storage=ListStorage" in refused
     # main's other components, outside the matrix: each refused, saying what to use
