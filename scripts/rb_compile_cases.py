@@ -109,44 +109,26 @@ SAMPLERS = [
     "PrioritizedSampler",
     "PrioritizedSliceSampler",
 ]
-# what the compile mode of each series covers today; everything else is refused
-SUPPORTED_BY_SERIES = {
-    "v0.6.0": {
-        "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
-        "ndim": {1, 2},
-        "writer": {
-            "RoundRobinWriter",
-            "TensorDictRoundRobinWriter",
-            "TensorDictMaxValueWriter",
-        },
-        "sampler": {
-            "RandomSampler",
-            "SamplerWithoutReplacement",
-            "PrioritizedSampler",
-            "SliceSampler",
-            "SliceSamplerWithoutReplacement",
-            "PrioritizedSliceSampler",
-        },
+# what the compile mode covers, in both series (main since its patch 21, the
+# PrioritizedSliceSampler); everything else is refused
+_COMPILE_MODE = {
+    "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
+    "ndim": {1, 2},
+    "writer": {
+        "RoundRobinWriter",
+        "TensorDictRoundRobinWriter",
+        "TensorDictMaxValueWriter",
     },
-    # the forward port to main so far: PrioritizedSliceSampler is still to
-    # come
-    "main": {
-        "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
-        "ndim": {1, 2},
-        "writer": {
-            "RoundRobinWriter",
-            "TensorDictRoundRobinWriter",
-            "TensorDictMaxValueWriter",
-        },
-        "sampler": {
-            "RandomSampler",
-            "SamplerWithoutReplacement",
-            "PrioritizedSampler",
-            "SliceSampler",
-            "SliceSamplerWithoutReplacement",
-        },
+    "sampler": {
+        "RandomSampler",
+        "SamplerWithoutReplacement",
+        "PrioritizedSampler",
+        "SliceSampler",
+        "SliceSamplerWithoutReplacement",
+        "PrioritizedSliceSampler",
     },
 }
+SUPPORTED_BY_SERIES = {"v0.6.0": _COMPILE_MODE, "main": _COMPILE_MODE}
 SUPPORTED = SUPPORTED_BY_SERIES[SERIES]
 # the key of the importance weights in a prioritized sample's info
 WEIGHT_KEY = "_weight" if SERIES == "v0.6.0" else "priority_weight"

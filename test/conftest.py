@@ -25,13 +25,6 @@ from rb_compile_cases import (  # noqa: E402, F401
 )
 
 
-# A test of the v0.6.0 series' features that the forward port to main does not
-# have yet: it runs against the v0.6.0 fork and is skipped, with the reason,
-# against the main one.
-def v060_only(reason):
-    return pytest.mark.series("v0.6.0", reason=reason)
-
-
 def WRITER_STATE(cursor, write_count):
     """The writer's state_dict in the base's checkpoint format (main keeps the
     write count, v0.6.0 does not)."""

@@ -14,7 +14,6 @@ from conftest import (
     leaves,
     make_batch,
     TORCH_2_6,
-    v060_only,
     WRITER_STATE,
 )
 from rb_compile_cases import (
@@ -72,12 +71,6 @@ CASES = [
         "tensordict",
     ),
 ]
-
-# What the forward port to main does not compile yet: these run against the
-# v0.6.0 fork, and are skipped with the reason against the main one.
-PRIORITIZED_SLICE = v060_only(
-    "PrioritizedSliceSampler has no compile mode on main yet (issue 18)"
-)
 
 
 def case_id(case):
@@ -278,7 +271,6 @@ def test_max_value_writer_inductor():
                 ),
             },
             r"sampler=PrioritizedSliceSampler \(with strict_length=False;",
-            marks=PRIORITIZED_SLICE,
         ),
         pytest.param(
             lambda: {
@@ -295,6 +287,21 @@ def test_max_value_writer_inductor():
                 "sampler": SliceSampler(num_slices=2, strict_length=False),
             },
             r"sampler=SliceSampler \(with strict_length=False; expected",
+            marks=pytest.mark.series(
+                "v0.6.0", reason="main compiles slices cut at trajectory ends"
+            ),
+        ),
+        pytest.param(
+            lambda: {
+                "storage": LazyTensorStorage(10),
+                "sampler": SliceSampler(
+                    num_slices=2, strict_length=False, pad_output=True
+                ),
+            },
+            r"sampler=SliceSampler \(with strict_length=False and pad_output=True,",
+            marks=pytest.mark.series(
+                "main", reason="main's compile mode takes strict_length=False"
+            ),
         ),
         [
             lambda: {"storage": LazyTensorStorage(10), "prefetch": 2, "batch_size": 2},
@@ -307,6 +314,7 @@ def test_max_value_writer_inductor():
         "PrioritizedSliceSampler-not-strict",
         "SliceSamplerWithoutReplacement-not-strict",
         "SliceSampler-not-strict",
+        "SliceSampler-padded",
         "prefetch",
     ],
 )
@@ -487,7 +495,7 @@ def test_prioritized_distribution():
     "sampler",
     [
         "PrioritizedSampler",
-        pytest.param("PrioritizedSliceSampler", marks=PRIORITIZED_SLICE),
+        "PrioritizedSliceSampler",
     ],
 )
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
@@ -984,7 +992,6 @@ def test_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 2  # extend and sample
 
 
-@PRIORITIZED_SLICE
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_prioritized_slice_sampler_distribution(ndim, key):
@@ -1054,7 +1061,7 @@ def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
     [
         SliceSampler,
         SliceSamplerWithoutReplacement,
-        pytest.param(PrioritizedSliceSampler, marks=PRIORITIZED_SLICE),
+        PrioritizedSliceSampler,
     ],
     ids=lambda t: t.__name__,
 )
