@@ -111,7 +111,7 @@ SAMPLERS = [
 ]
 # what the compile mode covers, in both series (main since its patch 21, the
 # PrioritizedSliceSampler); everything else is refused
-_COMPILE_MODE = {
+SUPPORTED = {
     "storage": {"LazyTensorStorage", "LazyMemmapStorage", "TensorStorage"},
     "ndim": {1, 2},
     "writer": {
@@ -128,8 +128,6 @@ _COMPILE_MODE = {
         "PrioritizedSliceSampler",
     },
 }
-SUPPORTED_BY_SERIES = {"v0.6.0": _COMPILE_MODE, "main": _COMPILE_MODE}
-SUPPORTED = SUPPORTED_BY_SERIES[SERIES]
 # the key of the importance weights in a prioritized sample's info
 WEIGHT_KEY = "_weight" if SERIES == "v0.6.0" else "priority_weight"
 # Whether a compiled prioritized sampler's trees equal eager mode's bit for bit
