@@ -3,7 +3,7 @@ storage, eager, compiled and compiled with CUDA graphs, against a hand-written r
 
 Meant for the device machine, after ``scripts/fork.sh --series main`` there (CUDA torch):
 
-    .venv/main/bin/python scripts/gpu_bench.py --out "$OUT"          # about 5 minutes
+    .venv/main/bin/python scripts/gpu_bench.py --out "$OUT"   # minutes; not yet timed on a GPU
 
 ``--device cpu --quick`` checks the script itself on a machine without a GPU (the
 numbers then say nothing about a GPU). What it measures, side by side in one process,
@@ -15,9 +15,10 @@ leaves, ``LazyTensorStorage(100_000, device=...)``, samples of 256):
   ``compile={"mode": "reduce-overhead"}`` (CUDA graphs), and the ring buffer in eager
   mode and compiled;
 - the graphs each compiled path made after its warm-up calls (0 is the goal: no
-  recompile), and its first compiled call's time;
-- the host syncs during the timed compiled calls, counted by
-  ``torch.cuda.set_sync_debug_mode("warn")`` (CUDA only; 0 is the goal);
+  recompile), its first compiled calls' time, and how many graphs inductor ran without
+  CUDA graphs (``cudagraph_skips``: 0 is the goal with ``reduce-overhead``);
+- the host syncs of 10 compiled extend + sample calls, in and around the graphs,
+  counted by ``torch.cuda.set_sync_debug_mode("warn")`` (CUDA only; 0 is the goal);
 - unless ``--no-collector``: the tutorial's loop (a ``SyncDataCollector`` on CartPole,
   200 frames per batch, extend then sample 256), the buffer's share of its time, eager
   and compiled.
@@ -143,6 +144,7 @@ def measure_buffers(args) -> list[dict]:
     ]
     for name, compile in variants:
         torch._dynamo.reset()
+        skips = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]
         rb = ReplayBuffer(
             storage=LazyTensorStorage(args.capacity, device=device),
             batch_size=args.sample,
@@ -160,14 +162,16 @@ def measure_buffers(args) -> list[dict]:
             rb.extend(batches[next(step) % 8])
             rb.sample()
         before = graphs()
+        extend = per_call_us(
+            lambda: rb.extend(batches[next(step) % 8]), args.calls, args.rounds, device
+        )
+        sample = per_call_us(rb.sample, args.calls, args.rounds, device)
+        # apart from the timed loops, whose synchronize() would count
         with SyncCounter(device) as syncs:
-            extend = per_call_us(
-                lambda: rb.extend(batches[next(step) % 8]),
-                args.calls,
-                args.rounds,
-                device,
-            )
-            sample = per_call_us(rb.sample, args.calls, args.rounds, device)
+            for _ in range(10):
+                rb.extend(batches[next(step) % 8])
+                rb.sample()
+        skips = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"] - skips
         rows.append(
             {
                 "impl": "series",
@@ -177,6 +181,7 @@ def measure_buffers(args) -> list[dict]:
                 "new_graphs": graphs() - before if compile else None,
                 "first_calls_s": first if compile else None,
                 "host_syncs": syncs.count if compile else None,
+                "cudagraph_skips": skips if compile else None,
             }
         )
         print(f"gpu_bench: {rows[-1]}", flush=True)
@@ -279,15 +284,16 @@ def markdown(args, rows) -> str:
         f"batches of {args.batch} rows, capacity {args.capacity:,}, samples of "
         f"{args.sample}; {args.calls} calls x {args.rounds} rounds",
         "",
-        "| impl | mode | extend (µs) | sample (µs) | graphs after warm-up | host syncs |",
-        "|---|---|---|---|---|---|",
+        "| impl | mode | extend (µs) | sample (µs) | graphs after warm-up | host syncs "
+        "| cudagraph skips |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "extend_us" in row:
             lines.append(
                 f"| {row['impl']} | {row['mode']} | {row['extend_us']:.1f} | "
                 f"{row['sample_us']:.1f} | {cell(row.get('new_graphs'))} | "
-                f"{cell(row.get('host_syncs'))} |"
+                f"{cell(row.get('host_syncs'))} | {cell(row.get('cudagraph_skips'))} |"
             )
     for row in rows:
         if "buffer_share" in row:
@@ -321,6 +327,10 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_bench: error: no CUDA device (--device cpu checks the script)")
         return 2
+    if not args.device.startswith("cuda"):
+        # as scripts/bench.py: inductor's CPU kernels otherwise wait on OpenMP threads
+        # that other processes hold (milliseconds a call on a loaded machine)
+        torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = measure_buffers(args)
     if not args.no_collector:
