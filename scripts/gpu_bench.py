@@ -328,8 +328,8 @@ def main(argv=None) -> int:
         print("gpu_bench: error: no CUDA device (--device cpu checks the script)")
         return 2
     if not args.device.startswith("cuda"):
-        # as scripts/bench.py: inductor's CPU kernels otherwise wait on OpenMP threads
-        # that other processes hold (milliseconds a call on a loaded machine)
+        # inductor's CPU kernels otherwise wait on OpenMP threads whose cores other
+        # processes hold (milliseconds a call on a loaded machine)
         torch.set_num_threads(1)
     torch.manual_seed(0)
     rows = measure_buffers(args)
