@@ -61,25 +61,28 @@ class RingBuffer:
     ``extend`` writes at ``(cursor + arange(n)) % capacity``; ``sample`` gathers at random
     indices. With ``compilable=True`` the cursor and the length are 0-d tensors updated in
     place, so that torch.compile makes one graph of each method (Python ints would be
-    guarded on and compile again as they change).
+    guarded on and compile again as they change). The storage is on the example's device.
     """
 
     def __init__(self, capacity: int, example: dict, compilable: bool):
         self.capacity = capacity
         self.compilable = compilable
+        self.device = next(iter(example.values())).device
         self.storage = {
-            key: torch.empty(capacity, *value.shape[1:], dtype=value.dtype)
+            key: torch.empty(
+                capacity, *value.shape[1:], dtype=value.dtype, device=self.device
+            )
             for key, value in example.items()
         }
         if compilable:
-            self.cursor = torch.zeros((), dtype=torch.long)
-            self.length = torch.zeros((), dtype=torch.long)
+            self.cursor = torch.zeros((), dtype=torch.long, device=self.device)
+            self.length = torch.zeros((), dtype=torch.long, device=self.device)
         else:
             self.cursor = self.length = 0
 
     def extend(self, batch: dict) -> None:
         size = next(iter(batch.values())).shape[0]
-        index = (torch.arange(size) + self.cursor) % self.capacity
+        index = (torch.arange(size, device=self.device) + self.cursor) % self.capacity
         for key, value in batch.items():
             self.storage[key][index] = value
         if self.compilable:
@@ -91,9 +94,9 @@ class RingBuffer:
 
     def sample(self, size: int) -> dict:
         if self.compilable:
-            index = torch.randint(2**62, (size,)) % self.length
+            index = torch.randint(2**62, (size,), device=self.device) % self.length
         else:
-            index = torch.randint(self.length, (size,))
+            index = torch.randint(self.length, (size,), device=self.device)
         return {key: stored[index] for key, stored in self.storage.items()}
 
 

@@ -36,57 +36,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from tensordict import TensorDict
+from bench_cases import reference_batch, RingBuffer
 from torchrl.data import LazyTensorStorage, ReplayBuffer
-
-
-def reference_batch(size: int, device) -> TensorDict:
-    return TensorDict(
-        {
-            "obs": torch.randn(size, 4),
-            "action": torch.randint(2, (size, 1)),
-            "next": {
-                "obs": torch.randn(size, 4),
-                "reward": torch.randn(size, 1),
-                "done": torch.zeros(size, 1, dtype=torch.bool),
-            },
-        },
-        [size],
-    ).to(device)
-
-
-class Ring:
-    """A preallocated tensor per leaf, the cursor and length in 0-d tensors on the
-    device (as scripts/bench_cases.py's RingBuffer, on any device)."""
-
-    def __init__(self, capacity: int, example: TensorDict):
-        self.capacity = capacity
-        self.keys = list(example.keys(True, True))
-        self.storage = {
-            key: torch.empty(
-                capacity,
-                *example[key].shape[1:],
-                dtype=example[key].dtype,
-                device=example.device,
-            )
-            for key in self.keys
-        }
-        self.cursor = torch.zeros((), dtype=torch.long, device=example.device)
-        self.length = torch.zeros((), dtype=torch.long, device=example.device)
-
-    def extend(self, leaves: tuple) -> None:
-        size = leaves[0].shape[0]
-        index = (
-            torch.arange(size, device=self.cursor.device) + self.cursor
-        ) % self.capacity
-        for key, value in zip(self.keys, leaves):
-            self.storage[key][index] = value
-        self.cursor.copy_((self.cursor + size) % self.capacity)
-        self.length.copy_((self.length + size).clamp_max(self.capacity))
-
-    def sample(self, size: int) -> tuple:
-        index = torch.randint(2**62, (size,), device=self.cursor.device) % self.length
-        return tuple(self.storage[key][index] for key in self.keys)
 
 
 def synchronize(device) -> None:
@@ -136,7 +87,7 @@ class SyncCounter:
 
 def measure_buffers(args) -> list[dict]:
     device, rows = args.device, []
-    batches = [reference_batch(args.batch, device) for _ in range(8)]
+    batches = [reference_batch(args.batch).to(device) for _ in range(8)]
     variants = [
         ("eager", False),
         ("compiled", True),
@@ -187,11 +138,11 @@ def measure_buffers(args) -> list[dict]:
         print(f"gpu_bench: {rows[-1]}", flush=True)
     for name, compiled in (("ring, eager", False), ("ring, compiled", True)):
         torch._dynamo.reset()
-        ring = Ring(args.capacity, batches[0])
+        leaves = [dict(batch.items(True, True)) for batch in batches]
+        ring = RingBuffer(args.capacity, leaves[0], compilable=compiled)
         extend_fn, sample_fn = ring.extend, ring.sample
         if compiled:
             extend_fn, sample_fn = torch.compile(extend_fn), torch.compile(sample_fn)
-        leaves = [tuple(b[key] for key in ring.keys) for b in batches]
         step = iter(range(10**9))
         for _ in range(args.warmup):
             extend_fn(leaves[next(step) % 8])
