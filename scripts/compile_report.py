@@ -12,7 +12,11 @@ against eager twins, and lists the combinations refused at construction with the
 reason (tens of minutes; CI runs it).
 
 It runs against the fork of the python that runs it; --series names the series
-that fork should be (main or v0.6.0, as scripts/fork.sh builds them).
+that fork should be (main or v0.6.0, as scripts/fork.sh builds them). It exits 1,
+after the report, when a case or combination misses the goal (a graph more than
+one per path, a graph break, a difference from eager, a fullgraph step that fails
+or compiles again), and names each; test_compile.py's test_matrix_* check the
+matrix's rows the same way.
 
 usage: python scripts/compile_report.py [--series main|v0.6.0] [--full] [--markdown FILE]
                                         [--calls N] [--only REGEX] [--jobs N]
@@ -50,6 +54,7 @@ from rb_compile_cases import (
     MATRIX_ENVS,
     MATRIX_MAX_SIZE,
     MATRIX_SAMPLE,
+    MatrixRun,
     outside_matrix,
     run_compiled,
     run_fullgraph,
@@ -273,10 +278,11 @@ def fullgraph_step(case, calls):
     try:
         for i in range(calls):
             step(case.batch(i))
+            run.graphs.append(counter.graphs)
     except Exception as err:  # reported, not raised: the report covers every case
         run.error = f"{type(err).__name__}: {err}"
-    run.graphs.append(counter.graphs)
-    return fullgraph_cell(run)
+        run.graphs.append(counter.graphs)
+    return run
 
 
 OUTSIDE_TITLE = (
@@ -306,9 +312,11 @@ def fullgraph_cell(run):
 
 
 def matrix_row(combination, calls):
-    """The row of a combination that compiles: its graphs against its eager twin."""
+    """The row of a combination that compiles, its graphs against its eager twin, and
+    how it misses the goal (test_compile.py's test_matrix_* check the same)."""
     run = run_compiled(combination, calls)
-    return [
+    fullgraph = run_fullgraph(combination, calls)
+    row = [
         combination.name,
         str(run.extend_graphs),
         str(run.sample_graphs),
@@ -316,8 +324,11 @@ def matrix_row(combination, calls):
         str(run.more_graphs),
         str(run.graph_breaks),
         "yes" if not run.problems else f"no ({run.problems[0]})",
-        fullgraph_cell(run_fullgraph(combination, calls)),
+        fullgraph_cell(fullgraph),
     ]
+    misses = run.misses(combination.prioritized)
+    misses += [f"fullgraph step: {miss}" for miss in fullgraph.misses()]
+    return row, misses
 
 
 def _worker_init():
@@ -328,7 +339,8 @@ def _worker_init():
 
 
 def matrix_rows(combinations, calls, jobs, progress):
-    """The rows of the combinations that compile, computed by ``jobs`` processes."""
+    """The rows of the combinations that compile and their misses (``matrix_row``),
+    computed by ``jobs`` processes."""
     if jobs == 1:
         rows = []
         for i, combination in enumerate(combinations, 1):
@@ -506,6 +518,7 @@ def main(argv=None):
         if case_supported(case) and (only is None or only.search(case.name))
     ]
     rows = []
+    misses = {}  # name: how the case or combination falls short of the goal
     for i, case in enumerate(cases, 1):
         progress(f"[{i}/{len(cases)}] {case.name}")
         extend_graphs, sample_graphs, update_graphs, breaks = count_graphs(
@@ -515,6 +528,7 @@ def main(argv=None):
             max(graphs - 1, 0)
             for graphs in (extend_graphs, sample_graphs, update_graphs or 0)
         )
+        fullgraph = fullgraph_step(case, args.calls)
         row = [
             case.name,
             str(extend_graphs),
@@ -522,7 +536,13 @@ def main(argv=None):
             "-" if update_graphs is None else str(update_graphs),
             str(recompiles),
             str(breaks),
-            fullgraph_step(case, args.calls),
+            fullgraph_cell(fullgraph),
+        ]
+        # the cases are not compared with eager: the matrix's rows are
+        misses[case.name] = MatrixRun(
+            extend_graphs, sample_graphs, update_graphs, graph_breaks=breaks
+        ).misses(case.prioritized) + [
+            f"fullgraph step: {miss}" for miss in fullgraph.misses()
         ]
         if not args.no_timing:
             t = timings(case, args.timing_backend)
@@ -541,12 +561,15 @@ def main(argv=None):
         combinations = matrix_combinations()
         compiled = [c for c in combinations if c.supported]
         refused = refused_components([c for c in combinations if not c.supported])
-        matrix = matrix_rows(
+        matrix = []
+        for row, row_misses in matrix_rows(
             [c for c in compiled if only is None or only.search(c.name)],
             args.calls,
             args.jobs,
             progress,
-        )
+        ):
+            matrix.append(row)
+            misses[row[0]] = row_misses
 
     notes = [
         f"{args.calls} calls each of extend (batches of {BATCH} into a capacity of "
@@ -675,7 +698,18 @@ def main(argv=None):
         with open(args.markdown, "w") as f:
             f.write("\n".join(sections))
         progress(f"written to {args.markdown}")
+    missed = {name: m for name, m in misses.items() if m}
+    if missed:
+        progress(
+            f"compile_report.py: {len(missed)} of {len(misses)} cases and "
+            "combinations miss the goal (one graph per path, no graph break, no "
+            "recompile, the same as eager, the fullgraph step):"
+        )
+        for name, name_misses in missed.items():
+            progress(f"  {name}: {'; '.join(name_misses)}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

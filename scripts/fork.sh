@@ -11,7 +11,8 @@ usage: scripts/fork.sh [--series main|v0.6.0] [--checkout PATH] [--base checkout
 
 Gets the base of the series into build/SERIES/torchrl, applies patches/SERIES/series with
 `git am` (one commit per patch), installs it editable into .venv/SERIES with the pinned
-dependencies of ci/requirements-SERIES.txt, and prints the compile report of the seed's cases.
+dependencies of ci/requirements-SERIES.txt, and prints the compile report of the seed's cases
+(it fails, after the build, when a case or combination misses the goal).
 
   --series NAME      main (default: torchrl main at ae9719f, 2026-08-22) or v0.6.0
                      (torchrl v0.6.0); each has its own build/NAME/ and .venv/NAME/
@@ -327,5 +328,6 @@ say "fork ready: $(rel "$FORK") ($SERIES series, $mode base, torch $torch_versio
 
 if [ "$report" = 1 ]; then
   say "compile report (graphs counted with a counting backend):"
-  RB_SERIES=$SERIES "$PY" "$ROOT/scripts/compile_report.py" --series "$SERIES" ${report_args[@]+"${report_args[@]}"}
+  RB_SERIES=$SERIES "$PY" "$ROOT/scripts/compile_report.py" --series "$SERIES" ${report_args[@]+"${report_args[@]}"} \
+    || die "the fork is built and installed, but the compile report shows cases that miss the goal (named above)"
 fi

@@ -455,6 +455,24 @@ class MatrixRun:
     # invalid samples, differences from eager
     problems: list = field(default_factory=list)
 
+    def misses(self, prioritized: bool) -> list[str]:
+        """How the run falls short of the goal: one graph for each of extend, sample
+        and (prioritized only) update_priority, none more when they are interleaved,
+        no graph break, and the same as eager. Empty when it meets it."""
+        out = list(self.problems)
+        for path, graphs, expected in (
+            ("extend", self.extend_graphs, 1),
+            ("sample", self.sample_graphs, 1),
+            ("update_priority", self.update_graphs, 1 if prioritized else None),
+        ):
+            if graphs != expected:
+                out.append(f"{path}: {graphs} graphs, expected {expected}")
+        if self.more_graphs:
+            out.append(f"{self.more_graphs} more graphs when interleaved")
+        if self.graph_breaks:
+            out.append(f"{self.graph_breaks} graph breaks")
+        return out
+
 
 def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixRun:
     """Builds the combination empty with ``compile=`` and a counting backend (over
@@ -529,6 +547,24 @@ class FullgraphRun:
     extended_before: bool = False
     error: str | None = None
     problems: list = field(default_factory=list)
+
+    def misses(self) -> list[str]:
+        """How the step falls short of the goal: it compiles, at most once more after
+        its first call (which initializes a lazy storage; not once more when the
+        storage was extended before), then never, and leaves the buffer as eager
+        mode does. Empty when it meets it."""
+        if self.error is not None:
+            return [self.error]
+        out = list(self.problems)
+        graphs = self.graphs
+        once_more = 1 if self.extended_before else 2
+        if (
+            len(graphs) < 2
+            or graphs[0] != 1
+            or not graphs[-1] == graphs[1] <= once_more
+        ):
+            out.append(f"graphs after each call: {graphs}")
+        return out
 
 
 def run_fullgraph(combination: Combination, calls: int = MATRIX_CALLS) -> FullgraphRun:
