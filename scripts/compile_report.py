@@ -46,6 +46,7 @@ from rb_compile_cases import (
     FullgraphRun,
     GraphCounter,
     is_supported,
+    KNOWN_HOST_SYNCS,
     make_batch,
     make_component,
     make_rollout,
@@ -291,6 +292,11 @@ OUTSIDE_TITLE = (
     "ReplayBuffer(compile=True) (or the buffer class) says it does not support, and "
     "what it expects instead:"
 )
+KNOWN_SYNCS_TITLE = (
+    "The host syncs the compile mode's graphs still hold, where the matrix has the "
+    "component (compile: the buffer's graphs; fullgraph: the user's step), and why "
+    "(scripts/rb_compile_cases.py's KNOWN_HOST_SYNCS):"
+)
 REFUSED_TITLE = (
     "The combinations refused at construction, by the component that stops them, "
     "with the error ReplayBuffer(compile=True) (or the buffer class) raises:"
@@ -325,6 +331,7 @@ def matrix_row(combination, calls):
         str(run.graph_breaks),
         "yes" if not run.problems else f"no ({run.problems[0]})",
         fullgraph_cell(fullgraph),
+        "; ".join(run.host_syncs + fullgraph.host_syncs) or "none",
     ]
     misses = run.misses(combination.prioritized)
     misses += [f"fullgraph step: {miss}" for miss in fullgraph.misses()]
@@ -493,8 +500,12 @@ def main(argv=None):
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     only = re.compile(args.only) if args.only else None
 
+    started = time.monotonic()
+
     def progress(message):
-        print(message, file=sys.stderr, flush=True)
+        # with the time since the start, which says where a long run spends it
+        elapsed = time.monotonic() - started
+        print(f"{message} (at {elapsed:.0f} s)", file=sys.stderr, flush=True)
 
     header = [
         "case",
@@ -655,6 +666,7 @@ def main(argv=None):
             "graph breaks",
             "same as eager",
             "fullgraph step",
+            "host syncs",
         ]
         matrix_notes = [
             "Each built empty with compile= and a counting backend over aot_eager "
@@ -673,15 +685,30 @@ def main(argv=None):
             "torch.compile(step, fullgraph=True) calling extend, sample (and "
             "update_priority); graphs compiled after the last call, and whether the "
             "buffer is the same as its eager twin's.",
+            "host syncs: the operations of the ATen graphs (compile='s, by path, and "
+            "the fullgraph step's) that make the host wait for a GPU: torch.cond and "
+            "while_loop, whose predicate inductor reads on the host, and ops of "
+            "data-dependent size or value (.item(), nonzero). Each is a known one, "
+            "with its reason below; any other fails the report.",
         ]
         print(f"\n{matrix_title}")
         print_table(matrix_header, matrix)
         for note in matrix_notes:
             print(f"- {note}")
+        known = [
+            [f"{kind}={name}", where, sync, reason]
+            for (where, kind, name), (sync, reason) in KNOWN_HOST_SYNCS.items()
+        ]
+        known_header = ["component", "graphs", "host sync", "why"]
+        print(f"\n{KNOWN_SYNCS_TITLE}")
+        print_table(known_header, known)
         print(f"\n{REFUSED_TITLE}")
         print_table(["component", "combinations", "reason"], refused)
         sections.append(f"{matrix_title}\n\n" + markdown_table(matrix_header, matrix))
         sections.append("\n".join(f"- {note}" for note in matrix_notes) + "\n")
+        sections.append(
+            f"{KNOWN_SYNCS_TITLE}\n\n" + markdown_table(known_header, known)
+        )
         sections.append(
             f"{REFUSED_TITLE}\n\n"
             + markdown_table(["component", "combinations", "reason"], refused)

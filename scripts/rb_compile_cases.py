@@ -29,17 +29,55 @@ if SERIES not in SERIES_NAMES:
     raise ValueError(f"RB_SERIES={SERIES!r}: pick one of {', '.join(SERIES_NAMES)}")
 
 
+def host_syncs(gm) -> list[str]:
+    """The operations of an ATen graph (and of its subgraphs) that make the host wait
+    for the device on a GPU.
+
+    - an op that binds a data-dependent size or value (an unbacked symbol:
+      ``aten._local_scalar_dense`` from ``.item()``, ``nonzero``, ``masked_select``,
+      boolean indexing...): the host reads it back;
+    - ``torch.cond`` and ``while_loop``: inductor reads the predicate on the host
+      (its wrapper writes ``if pred.item():``), at each iteration for a loop.
+    """
+    found = []
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            sub = getattr(gm, node.target, None)
+            if isinstance(sub, torch.fx.GraphModule):
+                found += host_syncs(sub)
+        elif node.op == "call_function":
+            name = getattr(node.target, "__name__", str(node.target))
+            if isinstance(node.target, torch._ops.HigherOrderOperator):
+                if name in ("cond", "while_loop"):
+                    found.append(name)
+            elif (
+                node.meta.get("unbacked_bindings")
+                or node.target is torch.ops.aten._local_scalar_dense.default
+            ):
+                found.append(str(node.target))
+    return found
+
+
 class GraphCounter:
     """A torch.compile backend that counts the graphs it compiles and runs them eagerly.
 
     A graph break or a recompilation shows as one more graph. ``backend`` names a
-    backend of torch's to compile them with instead, such as ``"aot_eager"``, which
-    also traces them through AOTAutograd as inductor does (functionalization).
+    backend of torch's to compile them with instead. ``"aot_eager"`` traces them
+    through AOTAutograd as inductor does (functionalization), and then
+    ``host_syncs`` lists the host syncs (see :func:`host_syncs`) of the ATen graphs,
+    in the order compiled.
     """
 
     def __init__(self, backend: str | None = None):
         self.graphs = 0
         self.backend = backend
+        self.host_syncs = []
+
+    def _scan(self, gm, example_inputs):
+        from torch._dynamo.backends.debugging import boxed_nop
+
+        self.host_syncs += host_syncs(gm)
+        return boxed_nop(gm, example_inputs)
 
     def __call__(self, gm, example_inputs):
         self.graphs += 1
@@ -47,6 +85,20 @@ class GraphCounter:
             return gm.forward
         import torch._dynamo
 
+        if self.backend == "aot_eager":
+            # aot_eager, with a first look at the forward graph
+            from torch._dynamo.backends.common import aot_autograd
+            from torch._dynamo.backends.debugging import boxed_nop
+            from torch._functorch.partitioners import (
+                min_cut_rematerialization_partition,
+            )
+
+            return aot_autograd(
+                fw_compiler=self._scan,
+                bw_compiler=boxed_nop,
+                partition_fn=min_cut_rematerialization_partition,
+                keep_inference_input_mutations=True,
+            )(gm, example_inputs)
         return torch._dynamo.lookup_backend(self.backend)(gm, example_inputs)
 
 
@@ -442,6 +494,60 @@ def is_tensordict_buffer(rb) -> bool:
     return isinstance(rb, TensorDictReplayBuffer)
 
 
+# The host syncs that the graphs of the matrix still hold (host_syncs), by where
+# they run (the buffer's compile= graphs, or the user's fullgraph step) and
+# component, with why. Each one misses the performance issue's goal of no host sync
+# in any graph; they are listed so that any other sync, or one of these gone, shows
+# as a miss of the matrix (MatrixRun.misses, FullgraphRun.misses). The same in both
+# series. Outside the matrix, SliceSampler(strict_length=False) and span= return a
+# batch whose size depends on the data: its size is read on the host (nonzero).
+KNOWN_HOST_SYNCS = {
+    ("compile", "sampler", "SliceSamplerWithoutReplacement"): (
+        "sample: cond",
+        "the next permutation of the trajectories is drawn within the graph, with "
+        "torch.cond, as only the graph knows how many trajectories there are",
+    ),
+    ("compile", "writer", "TensorDictMaxValueWriter"): (
+        "extend: while_loop",
+        "the batch is inserted one element at a time, as in eager mode (ties "
+        "included), in a while_loop",
+    ),
+    ("fullgraph", "sampler", "SamplerWithoutReplacement"): (
+        "step: cond",
+        "within the user's graph, the next permutation is drawn with torch.cond "
+        "(compile= draws it eagerly, before the compiled read)",
+    ),
+    ("fullgraph", "sampler", "SliceSamplerWithoutReplacement"): (
+        "step: cond",
+        "as with compile=",
+    ),
+    ("fullgraph", "writer", "TensorDictMaxValueWriter"): (
+        "step: while_loop",
+        "as with compile=",
+    ),
+}
+
+
+def expected_host_syncs(combination, where: str) -> set:
+    """The host syncs KNOWN_HOST_SYNCS expects of a combination's graphs, ``where``
+    being ``"compile"`` (the buffer's own) or ``"fullgraph"`` (the user's step)."""
+    return {
+        sync
+        for (place, kind, name), (sync, _) in KNOWN_HOST_SYNCS.items()
+        if place == where and getattr(combination, kind) == name
+    }
+
+
+def host_sync_misses(found, expected) -> list[str]:
+    found, expected = set(found), set(expected)
+    out = [f"host sync in {sync}" for sync in sorted(found - expected)]
+    out += [
+        f"no {sync} any more: remove it from KNOWN_HOST_SYNCS"
+        for sync in sorted(expected - found)
+    ]
+    return out
+
+
 @dataclass
 class MatrixRun:
     """What a combination did, compiled with a counting backend, beside its eager twin."""
@@ -454,12 +560,18 @@ class MatrixRun:
     graph_breaks: int = 0
     # invalid samples, differences from eager
     problems: list = field(default_factory=list)
+    # "path: operation" for each host sync of the graphs (host_syncs), and those
+    # that KNOWN_HOST_SYNCS expects
+    host_syncs: list = field(default_factory=list)
+    expected_host_syncs: set = field(default_factory=set)
 
     def misses(self, prioritized: bool) -> list[str]:
         """How the run falls short of the goal: one graph for each of extend, sample
         and (prioritized only) update_priority, none more when they are interleaved,
-        no graph break, and the same as eager. Empty when it meets it."""
+        no graph break, the same as eager, and no host sync but the known ones.
+        Empty when it meets it."""
         out = list(self.problems)
+        out += host_sync_misses(self.host_syncs, self.expected_host_syncs)
         for path, graphs, expected in (
             ("extend", self.extend_graphs, 1),
             ("sample", self.sample_graphs, 1),
@@ -512,17 +624,25 @@ def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixR
 
     # the first extend and the first sample run eagerly: they initialize the storage
     # and the caches a graph would otherwise guard on
+    def syncs(path):
+        # the host syncs of the graphs compiled since the last call, for this path
+        run.host_syncs += sorted({f"{path}: {op}" for op in counter.host_syncs})
+        counter.host_syncs.clear()
+
     extend(0)
     sample(0)
     for step in range(1, calls + 1):
         extend(step)
     run.extend_graphs = counter.graphs
+    syncs("extend")
     indices = [sample(step) for step in range(calls)]
     run.sample_graphs = counter.graphs - run.extend_graphs
+    syncs("sample")
     if combination.prioritized:
         for step, index in enumerate(indices):
             update(step, index)
         run.update_graphs = counter.graphs - run.extend_graphs - run.sample_graphs
+        syncs("update_priority")
     graphs = counter.graphs
     for step in range(calls + 1, calls + 6):
         extend(step)
@@ -530,6 +650,8 @@ def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixR
         if combination.prioritized:
             update(step, index)
     run.more_graphs = counter.graphs - graphs
+    syncs("interleaved")
+    run.expected_host_syncs = expected_host_syncs(combination, "compile")
     run.graph_breaks = sum(counters["graph_break"].values())
     run.problems += buffer_differences(rb, rb_eager)
     if combination.prioritized:
@@ -547,15 +669,19 @@ class FullgraphRun:
     extended_before: bool = False
     error: str | None = None
     problems: list = field(default_factory=list)
+    host_syncs: list = field(default_factory=list)
+    expected_host_syncs: set = field(default_factory=set)
 
     def misses(self) -> list[str]:
         """How the step falls short of the goal: it compiles, at most once more after
         its first call (which initializes a lazy storage; not once more when the
-        storage was extended before), then never, and leaves the buffer as eager
-        mode does. Empty when it meets it."""
+        storage was extended before), then never, leaves the buffer as eager mode
+        does, and its graphs hold no host sync but the known ones. Empty when it
+        meets it."""
         if self.error is not None:
             return [self.error]
         out = list(self.problems)
+        out += host_sync_misses(self.host_syncs, self.expected_host_syncs)
         graphs = self.graphs
         once_more = 1 if self.extended_before else 2
         if (
@@ -610,4 +736,6 @@ def run_fullgraph(combination: Combination, calls: int = MATRIX_CALLS) -> Fullgr
     run.problems += buffer_differences(rb, rb_eager)
     if combination.prioritized:
         run.problems += priority_differences(rb, rb_eager)
+    run.host_syncs = sorted({f"step: {op}" for op in counter.host_syncs})
+    run.expected_host_syncs = expected_host_syncs(combination, "fullgraph")
     return run

@@ -18,7 +18,9 @@ from conftest import (
 )
 from rb_compile_cases import (
     Combination,
+    expected_host_syncs,
     FullgraphRun,
+    host_sync_misses,
     make_component,
     make_rollout,
     matrix_combinations,
@@ -413,6 +415,85 @@ def test_matrix_fullgraph_step(combination):
     run = run_fullgraph(combination)
     misses = run.misses()
     assert not misses, misses
+
+
+def _item(x):
+    # an item used as a size; torch folds a float item that only scales a tensor
+    # back into tensor ops, and reads nothing then
+    return torch.ones(x.abs().sum().long().item())
+
+
+def _nonzero(x):
+    return x.nonzero()
+
+
+def _mask(x):
+    return x[x > 0]
+
+
+def _cond(x):
+    return torch.cond(x.sum() > 0, lambda x: x + 1, lambda x: x - 1, (x,))
+
+
+def _while_loop(x):
+    from torch._higher_order_ops.while_loop import while_loop
+
+    return while_loop(
+        lambda i, x: i < 3, lambda i, x: (i + 1, x * 2), (x[0].long() * 0, x)
+    )
+
+
+def _none(x):
+    # plain tensor ops: nothing read on the host
+    return torch.where(x > 0, x, 0).cumsum(0)[torch.randint(4, (2,))]
+
+
+@pytest.mark.parametrize(
+    "fn, expected",
+    [
+        (_item, ["aten._local_scalar_dense.default"]),
+        (_nonzero, ["aten.nonzero.default"]),
+        (_mask, ["aten.index.Tensor"]),  # a boolean mask: its count is read back
+        (_cond, ["cond"]),
+        (_while_loop, ["while_loop"]),
+        (_none, []),
+    ],
+    ids=lambda v: v.__name__.strip("_") if callable(v) else None,
+)
+def test_host_syncs(fn, expected):
+    # what the matrix's host-sync count rests on: each kind of host read is found
+    # in the ATen graph, and plain tensor ops are not counted
+    counter = GraphCounter("aot_eager")
+    with torch._dynamo.config.patch(
+        capture_scalar_outputs=True, capture_dynamic_output_shape_ops=True
+    ):
+        torch._dynamo.reset()
+        torch.compile(fn, backend=counter, fullgraph=True)(torch.arange(-2.0, 2.0))
+    assert counter.graphs == 1
+    assert sorted(set(counter.host_syncs)) == expected, counter.host_syncs
+
+
+def test_host_sync_misses():
+    assert host_sync_misses(["sample: cond"], {"sample: cond"}) == []
+    assert host_sync_misses(["extend: cond"], set()) == ["host sync in extend: cond"]
+    assert host_sync_misses([], {"sample: cond"}) == [
+        "no sample: cond any more: remove it from KNOWN_HOST_SYNCS"
+    ]
+    # a known sync of one component is not expected of another
+    combination = Combination(
+        "ReplayBuffer", "LazyTensorStorage", 1, "RoundRobinWriter", "RandomSampler"
+    )
+    assert expected_host_syncs(combination, "compile") == set()
+    assert expected_host_syncs(
+        Combination(
+            "ReplayBuffer",
+            "LazyTensorStorage",
+            1,
+            "TensorDictMaxValueWriter",
+            "SamplerWithoutReplacement",
+        ),
+        "fullgraph",
+    ) == {"step: while_loop", "step: cond"}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 from rb_compile_cases import (
+    expected_host_syncs,
+    KNOWN_HOST_SYNCS,
     matrix_combinations,
     outside_matrix,
     SERIES as SERIES_NAME,
@@ -390,7 +392,7 @@ def test_compile_report(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     text = markdown.read_text()
-    cases, matrix, refused, *outside = markdown_tables(text)
+    cases, matrix, known_syncs, refused, *outside = markdown_tables(text)
     names = [row["case"] for row in cases]
     assert names == expected["cases"]
     for row in cases:
@@ -423,6 +425,20 @@ def test_compile_report(tmp_path):
             assert row["fullgraph step"] == "yes (1 graph)", row
         else:
             assert row["fullgraph step"] == "yes (2 graphs)", row
+        # the host syncs of its graphs: only the known ones of its components
+        combination = next(c for c in supported if c.name == row["combination"])
+        syncs = sorted(expected_host_syncs(combination, "compile")) + sorted(
+            expected_host_syncs(combination, "fullgraph")
+        )
+        assert row["host syncs"] == ("; ".join(syncs) or "none"), row
+    # the known host syncs, each with its reason
+    assert [
+        (row["graphs"], row["component"], row["host sync"]) for row in known_syncs
+    ] == [
+        (where, f"{kind}={name}", sync)
+        for (where, kind, name), (sync, _) in KNOWN_HOST_SYNCS.items()
+    ]
+    assert all(row["why"] for row in known_syncs)
     # each refused component with its reason
     refused = {row["component"]: row for row in refused}
     for component, count in expected["refused components"].items():
