@@ -6,7 +6,8 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 usage: scripts/fork.sh [--series main|v0.6.0] [--checkout PATH] [--base checkout|clone|wheel]
-                       [--torch VERSION] [--no-report | --full-report] [--report-md FILE]
+                       [--torch VERSION] [--no-report | --full-report [--no-timing]]
+                       [--report-md FILE]
        scripts/fork.sh [--series main|v0.6.0] --check
 
 Gets the base of the series into build/SERIES/torchrl, applies patches/SERIES/series with
@@ -30,7 +31,10 @@ The base comes from, in this order:
 
   --torch VERSION    torch to install (ci/torch-versions-SERIES.txt; default: its first line)
   --no-report        skip the compile report
-  --full-report      the report's whole matrix and timings too (tens of minutes; CI runs it)
+  --full-report      the report's every case, its timings and the whole matrix too
+                     (about 20 minutes on 2 CPUs)
+  --no-timing        with --full-report: all but the timings (about 10 minutes; CI runs
+                     this: scripts/bench.py times the buffers)
   --report-md FILE   also write the compile report as markdown to FILE
   --check            change nothing: exit 0 when build/SERIES/torchrl and .venv/SERIES are
                      what fork.sh would build from patches/SERIES and the scripts now,
@@ -49,6 +53,8 @@ base=""
 torch_version=""
 report=1
 report_args=()
+full_report=0
+no_timing=0
 check=0
 build_opts=()
 while [ $# -gt 0 ]; do
@@ -57,7 +63,8 @@ while [ $# -gt 0 ]; do
     --base) base=${2:?--base needs checkout, clone or wheel}; build_opts+=("$1"); shift 2 ;;
     --torch) torch_version=${2:?--torch needs a version}; build_opts+=("$1"); shift 2 ;;
     --no-report) report=0; build_opts+=("$1"); shift ;;
-    --full-report) report_args+=(--full); build_opts+=("$1"); shift ;;
+    --full-report) full_report=1; report_args+=(--full); build_opts+=("$1"); shift ;;
+    --no-timing) no_timing=1; report_args+=(--no-timing); build_opts+=("$1"); shift ;;
     --report-md) report_args+=(--markdown "${2:?--report-md needs a file}"); build_opts+=("$1"); shift 2 ;;
     --check) check=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -88,6 +95,9 @@ supported_torch=$(grep -v '^#' "$TORCH_VERSIONS")
 [ -n "$torch_version" ] || torch_version=$(head -n 1 <<<"$supported_torch")
 if ! grep -qx "$torch_version" <<<"$supported_torch"; then
   die "torch $torch_version is not supported by the $SERIES series; pick one of: $(tr '\n' ' ' <<<"$supported_torch")"
+fi
+if [ "$no_timing" = 1 ] && { [ "$full_report" = 0 ] || [ "$report" = 0 ]; }; then
+  die "--no-timing goes with --full-report (the seed's report has no timings)"
 fi
 case "$base" in
   ""|checkout|clone|wheel) ;;

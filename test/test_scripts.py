@@ -133,6 +133,7 @@ def test_fork_refuses_dirty_checkout(tmp_path):
         [["--base", "checkout"], "--base checkout needs --checkout"],
         [["--frobnicate"], "unknown argument"],
         [["--series", "v9"], "unknown series 'v9'"],
+        [["--no-timing"], "--no-timing goes with --full-report"],
     ],
 )
 def test_fork_refuses_bad_arguments(args, message):
