@@ -39,6 +39,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "series(name, reason): runs against the fork of that series only"
     )
+    config.addinivalue_line(
+        "markers",
+        "slow: a minute or more (inductor's compiles, the scripts end to end); run "
+        "first, so that pytest -n 2 runs the rest beside it rather than after",
+    )
     if SERIES != detect_series():
         pytest.exit(
             f"RB_SERIES={SERIES}, but the torchrl found is the {detect_series()} "
@@ -60,6 +65,8 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # the slow tests first, in their order: xdist hands the tests out in this order
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:
         marker = item.get_closest_marker("series")
         if marker is not None and marker.args[0] != SERIES:

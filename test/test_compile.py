@@ -642,6 +642,7 @@ def test_prioritized_fullgraph_step(buffer, sampler):
     assert_same_priorities(rb, rb_eager)
 
 
+@pytest.mark.slow
 def test_prioritized_inductor():
     # the default backend on the prioritized path: it lowers (no item() in the
     # graph) and agrees with eager
@@ -917,6 +918,7 @@ def test_ndim2_dynamic_steps():
     assert_same_buffer(rb, rb_eager)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", NDIM2_SAMPLERS[1:])
 def test_ndim2_inductor(sampler):
     # the default backend on storages of steps x envs: it lowers, and agrees with eager
@@ -1167,6 +1169,7 @@ def test_slice_sampler_fullgraph_step(ndim, buffer, sampler):
     assert_same_buffer(rb, rb_eager)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sampler",
     [

@@ -376,6 +376,7 @@ FULL_REPORT = {
 }
 
 
+@pytest.mark.slow
 def test_compile_report(tmp_path):
     expected = FULL_REPORT[SERIES_NAME]
     markdown = tmp_path / "report.md"
@@ -458,6 +459,7 @@ def test_compile_report(tmp_path):
             assert "(expected a" in row["refused with"], row
 
 
+@pytest.mark.slow
 def test_bench_quick(tmp_path):
     # the benchmark suite runs end to end; timings are reported, never asserted
     if not (FORK / ".git").exists():
