@@ -9,7 +9,7 @@ tensordicts and pytrees) in a minute or so. With --full it reports every case th
 series compiles, times eager against compiled calls, then runs the same checks,
 without timing, over the whole matrix of buffers, storages, writers and samplers,
 against eager twins, and lists the combinations refused at construction with the
-reason (about 25 minutes on 2 CPUs; with --no-timing, about 16, as CI runs it).
+reason (about 25 minutes on 2 CPUs; with --no-timing, 16 to 20, as CI runs it).
 
 It runs against the fork of the python that runs it; --series names the series
 that fork should be (main or v0.6.0, as scripts/fork.sh builds them). It exits 1,
