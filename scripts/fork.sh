@@ -32,8 +32,8 @@ The base comes from, in this order:
   --torch VERSION    torch to install (ci/torch-versions-SERIES.txt; default: its first line)
   --no-report        skip the compile report
   --full-report      the report's every case, its timings and the whole matrix too
-                     (about 20 minutes on 2 CPUs)
-  --no-timing        with --full-report: all but the timings (about 10 minutes; CI runs
+                     (about 25 minutes on 2 CPUs)
+  --no-timing        with --full-report: all but the timings (16 to 20 minutes; CI runs
                      this: scripts/bench.py times the buffers)
   --report-md FILE   also write the compile report as markdown to FILE
   --check            change nothing: exit 0 when build/SERIES/torchrl and .venv/SERIES are
