@@ -300,7 +300,7 @@ def report(results, extra, skips, out, quick, rounds, meta):
             "",
             "## The tutorial's loop",
             "",
-            "`SyncDataCollector` on gymnasium `CartPole-v1`, random policy, "
+            "`SyncDataCollector` (main: `Collector`) on gymnasium `CartPole-v1`, random policy, "
             "`frames_per_batch=200`; each batch extended into the buffer, then a sample of 256.",
             "",
             table(["impl", "mode", "ms per batch", "buffer's share of the time"], rows),

@@ -288,20 +288,36 @@ def bench_ring_sample(benchmark, mode, sample):
     benchmark(sample_fn, sample)
 
 
+def cartpole_collector(frames_per_batch: int, total_frames: int):
+    """The data-collection tutorial's collector: CartPole-v1, a random policy.
+
+    v0.6.0 calls it ``SyncDataCollector``; main renamed it ``Collector``, with the same
+    arguments. Raises what the import or the environment raises (gymnasium missing).
+    """
+    from torchrl.envs import GymEnv
+
+    try:
+        from torchrl.collectors import RandomPolicy, SyncDataCollector as Collector
+    except ImportError:  # main
+        from torchrl.collectors import Collector, RandomPolicy
+
+    env = GymEnv("CartPole-v1")
+    return Collector(
+        env,
+        RandomPolicy(env.action_spec),
+        frames_per_batch=frames_per_batch,
+        total_frames=total_frames,
+    )
+
+
 @pytest.mark.parametrize("mode", MODES)
 def bench_collector_loop(benchmark, mode):
     # the data-collection tutorial's loop: collect 200 frames, extend, sample
     base_compiled_only_for_reference(mode, "collector")
     try:
-        from torchrl.collectors import RandomPolicy, SyncDataCollector
-        from torchrl.envs import GymEnv
-
-        env = GymEnv("CartPole-v1")
-    except Exception as error:  # the v0.6.0 series' API, and its gymnasium
-        skip_and_report(f"no v0.6.0-style collector loop on CartPole-v1: {error}")
-    collector = SyncDataCollector(
-        env, RandomPolicy(env.action_spec), frames_per_batch=200, total_frames=-1
-    )
+        collector = cartpole_collector(frames_per_batch=200, total_frames=-1)
+    except Exception as error:  # gymnasium missing, or no CartPole
+        skip_and_report(f"no collector loop on CartPole-v1: {error}")
     batches = iter(collector)
     rb = make_buffer(mode, REFERENCE["capacity"], REFERENCE["sample"])
     for _ in range(WARMUP_CALLS):

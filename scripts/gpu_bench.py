@@ -36,7 +36,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from bench_cases import reference_batch, RingBuffer
+from bench_cases import cartpole_collector, reference_batch, RingBuffer
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 
 
@@ -168,28 +168,16 @@ def measure_buffers(args) -> list[dict]:
 
 
 def measure_collector(args) -> list[dict]:
-    try:
-        from torchrl.collectors import RandomPolicy
-        from torchrl.envs import GymEnv
-
-        try:
-            from torchrl.collectors import SyncDataCollector
-        except ImportError:  # main's name for it
-            from torchrl.collectors import Collector as SyncDataCollector
-
-        env = GymEnv("CartPole-v1")
-    except Exception as error:  # gymnasium missing, or no CartPole
-        print(f"gpu_bench: no collector loop: {error}", flush=True)
-        return [{"mode": "collector", "skipped": str(error)}]
     rows = []
     for name, compile in (("eager", False), ("compiled", True)):
         torch._dynamo.reset()
-        collector = SyncDataCollector(
-            env,
-            RandomPolicy(env.action_spec),
-            frames_per_batch=200,
-            total_frames=200 * (args.collector_batches + 5),
-        )
+        try:
+            collector = cartpole_collector(
+                frames_per_batch=200, total_frames=200 * (args.collector_batches + 5)
+            )
+        except Exception as error:  # gymnasium missing, or no CartPole
+            print(f"gpu_bench: no collector loop: {error}", flush=True)
+            return [{"mode": "collector", "skipped": str(error)}]
         rb = ReplayBuffer(
             storage=LazyTensorStorage(args.capacity, device=args.device),
             batch_size=args.sample,
