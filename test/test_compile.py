@@ -284,6 +284,10 @@ def test_max_value_writer_inductor():
                 ),
             },
             r"sampler=SliceSamplerWithoutReplacement \(with strict_length=False;",
+            marks=pytest.mark.series(
+                "v0.6.0",
+                reason="main patch 24 compiles it: slices cut at trajectory ends",
+            ),
         ),
         pytest.param(
             lambda: {
@@ -299,10 +303,10 @@ def test_max_value_writer_inductor():
             lambda: {
                 "storage": LazyTensorStorage(10),
                 "sampler": SliceSampler(
-                    num_slices=2, strict_length=False, pad_output=True
+                    num_slices=2, strict_length=False, pad_output=True, span=True
                 ),
             },
-            r"sampler=SliceSampler \(with strict_length=False and pad_output=True,",
+            r"sampler=SliceSampler \(with pad_output=True and span=\(True, True\),",
             marks=pytest.mark.series(
                 "main", reason="main's compile mode takes strict_length=False"
             ),
@@ -318,7 +322,7 @@ def test_max_value_writer_inductor():
         "PrioritizedSliceSampler-not-strict",
         "SliceSamplerWithoutReplacement-not-strict",
         "SliceSampler-not-strict",
-        "SliceSampler-padded",
+        "SliceSampler-padded-span",
         "prefetch",
     ],
 )
@@ -1216,6 +1220,59 @@ def test_slice_sampler_too_short():
     assert_valid_index(rb.sample(8, return_info=True)[1]["index"], rb)
 
 
+@pytest.mark.series(
+    "main", reason="v0.6.0's compile mode takes strict_length=True only"
+)
+@pytest.mark.parametrize("trajectories", ["some-short", "all-long"])
+@pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
+def test_slice_sampler_pad_output(buffer, trajectories):
+    # main patch 23: pad_output=True compiles; every slice padded to its length
+    # with its last step, and the mask in the info only where eager mode adds
+    # it (a trajectory shorter than a slice); one graph for sample
+    counter = GraphCounter()
+    rb, rb_eager = (
+        buffer(
+            storage=LazyTensorStorage(90),
+            sampler=SliceSampler(
+                slice_len=5, strict_length=False, pad_output=True, traj_key="episode"
+            ),
+            batch_size=20,
+            compile=compile,
+        )
+        for compile in ({"backend": counter}, False)
+    )
+    mask_key = ("collector", "mask")
+    for step in range(4):
+        batch = lap_of_trajectories(1, step, "episode")
+        if trajectories == "all-long":
+            batch["episode"] = torch.arange(40) // 10 + 1000 * step
+        rb.extend(batch)
+        rb_eager.extend(batch)
+        short = (rb_eager.sampler._get_stop_and_length(rb_eager.storage)[2] < 5).any()
+        assert bool(short) == (trajectories == "some-short")
+        for _ in range(3):  # the first sample runs eagerly, the next compiled
+            _, info_eager = rb_eager.sample(return_info=True)
+            sample, info = rb.sample(return_info=True)
+            assert (mask_key in info) == (mask_key in info_eager) == bool(short)
+            assert sample.shape == (20,)
+            real = info.get(mask_key, torch.ones(20, dtype=torch.bool)).view(4, 5)
+            length = real.sum(1)
+            # the real steps first, then the last one repeated
+            assert (real == (torch.arange(5) < length[:, None])).all()
+            index = info["index"][0].view(4, 5)
+            last = index.gather(1, (length - 1)[:, None])
+            assert (torch.where(real, index, last) == index).all()
+            assert ((index[:, 1:] - index[:, :-1])[real[:, 1:]] % 90 == 1).all()
+            episode = rb.storage[info["index"]]["episode"].view(4, 5)
+            assert (episode == episode[:, :1]).all()
+            truncated = info["next", "truncated"].view(4, 5)
+            assert (truncated == (torch.arange(5) == (length - 1)[:, None])).all()
+            if buffer is TensorDictReplayBuffer:
+                assert (mask_key in sample.keys(True)) == bool(short)
+    assert counter.graphs == 2  # extend and sample
+    assert_same_buffer(rb, rb_eager)
+
+
 def trajectory_of_positions(rb_eager, slice_len):
     """The trajectory of each storage position, from eager mode's: its start,
     for the trajectories at least slice_len long, and the set of these starts.
@@ -1228,6 +1285,59 @@ def trajectory_of_positions(rb_eager, slice_len):
             for shift in range(length):
                 trajectory[((first[0] + shift) % steps, *first[1:])] = tuple(first)
     return trajectory, set(trajectory.values())
+
+
+@pytest.mark.series(
+    "main", reason="v0.6.0's compile mode takes strict_length=True only"
+)
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_slice_without_replacement_not_strict(ndim):
+    # main patch 24: strict_length=False, as in eager mode: every trajectory (the
+    # short ones too) once per epoch, each slice as long as its trajectory at
+    # most, so the batches change size; extend and sample compile once
+    counter = GraphCounter()
+    rb, rb_eager = slice_buffer_pair(
+        ndim,
+        counter,
+        15,
+        SliceSamplerWithoutReplacement,
+        num_slices=5,
+        traj_key="episode",
+        strict_length=False,
+    )
+    for step in range(4):
+        batch = lap_of_trajectories(ndim, step, "episode")
+        rb.extend(batch)
+        rb_eager.extend(batch)
+    trajectory, starts = trajectory_of_positions(rb_eager, 1)
+    lengths = {}
+    for position, start in trajectory.items():
+        lengths[start] = lengths.get(start, 0) + 1
+    assert min(lengths.values()) < 3
+    sampled, sizes = [], set()
+    for _ in range(2 * len(starts) // 5):
+        sample, info = rb.sample(return_info=True)
+        index = torch.stack(info["index"], -1)
+        truncated = info["next", "truncated"].squeeze(-1)
+        sizes.add(index.shape[0])
+        assert truncated[-1] and sample.shape == truncated.shape
+        cuts = truncated.nonzero()[:-1, 0] + 1
+        slices = torch.tensor_split(index, cuts)
+        assert len(slices) == 5
+        for piece in slices:
+            owners = {trajectory[tuple(position)] for position in piece.tolist()}
+            assert len(owners) == 1
+            owner = owners.pop()
+            assert piece.shape[0] == min(3, lengths[owner])
+            sampled.append(owner)
+    # each epoch takes every trajectory once (the last batch of an epoch is
+    # completed with the next one)
+    epoch = len(starts)
+    for first in range(0, len(sampled) - epoch + 1, epoch):
+        assert sorted(sampled[first : first + epoch]) == sorted(starts)
+    assert len(sizes) > 1
+    assert counter.graphs == 2  # extend and sample
+    assert_same_buffer(rb, rb_eager)
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
