@@ -177,7 +177,7 @@ def measure_collector(args) -> list[dict]:
             )
         except Exception as error:  # gymnasium missing, or no CartPole
             print(f"gpu_bench: no collector loop: {error}", flush=True)
-            return [{"mode": "collector", "skipped": str(error)}]
+            return rows + [{"mode": "collector", "skipped": str(error)}]
         rb = ReplayBuffer(
             storage=LazyTensorStorage(args.capacity, device=args.device),
             batch_size=args.sample,
