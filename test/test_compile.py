@@ -1080,6 +1080,26 @@ def wrapped_slice_buffers(ndim, key, sampler_type):
     return counter, rb, rb_eager
 
 
+def wrapped_without_replacement_buffers(ndim, key, **sampler_kwargs):
+    """slice_buffer_pair of SliceSamplerWithoutReplacement for samples of 5 slices (of
+    15 steps), after 4 laps of trajectories found with key; with the graph counter."""
+    counter = GraphCounter()
+    rb, rb_eager = slice_buffer_pair(
+        ndim,
+        counter,
+        15,
+        SliceSamplerWithoutReplacement,
+        num_slices=5,
+        traj_key="episode",
+        **sampler_kwargs,
+    )
+    for step in range(4):
+        batch = lap_of_trajectories(ndim, step, key)
+        rb.extend(batch)
+        rb_eager.extend(batch)
+    return counter, rb, rb_eager
+
+
 def assert_start_frequencies(rb, probabilities, key):
     """20 samples of rb (slices of 3 steps within trajectories) start at each step with
     its probability; returns each sample's starts and info."""
@@ -1295,20 +1315,9 @@ def test_slice_without_replacement_not_strict(ndim):
     # main patch 24: strict_length=False, as in eager mode: every trajectory (the
     # short ones too) once per epoch, each slice as long as its trajectory at
     # most, so the batches change size; extend and sample compile once
-    counter = GraphCounter()
-    rb, rb_eager = slice_buffer_pair(
-        ndim,
-        counter,
-        15,
-        SliceSamplerWithoutReplacement,
-        num_slices=5,
-        traj_key="episode",
-        strict_length=False,
+    counter, rb, rb_eager = wrapped_without_replacement_buffers(
+        ndim, "episode", strict_length=False
     )
-    for step in range(4):
-        batch = lap_of_trajectories(ndim, step, "episode")
-        rb.extend(batch)
-        rb_eager.extend(batch)
     trajectory, starts = trajectory_of_positions(rb_eager, 1)
     lengths = {}
     for position, start in trajectory.items():
@@ -1347,20 +1356,9 @@ def test_slice_without_replacement_epochs(ndim, key, drop_last):
     # on a storage the trajectories wrapped, each epoch samples every trajectory
     # at least as long as a slice once (eager mode's trajectories), and none of
     # the shorter ones; the batches keep their size
-    counter = GraphCounter()
-    rb, rb_eager = slice_buffer_pair(
-        ndim,
-        counter,
-        15,
-        SliceSamplerWithoutReplacement,
-        num_slices=5,
-        traj_key="episode",
-        drop_last=drop_last,
+    counter, rb, rb_eager = wrapped_without_replacement_buffers(
+        ndim, key, drop_last=drop_last
     )
-    for step in range(4):
-        batch = lap_of_trajectories(ndim, step, key)
-        rb.extend(batch)
-        rb_eager.extend(batch)
     assert_same_buffer(rb, rb_eager)
     trajectory, long_enough = trajectory_of_positions(rb_eager, 3)
     per_epoch = len(long_enough) // 5 * 5 if drop_last else len(long_enough)
