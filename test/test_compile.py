@@ -275,6 +275,10 @@ def test_max_value_writer_inductor():
                 ),
             },
             r"sampler=PrioritizedSliceSampler \(with strict_length=False;",
+            marks=pytest.mark.series(
+                "v0.6.0",
+                reason="main patch 25 compiles it: slices cut at trajectory ends",
+            ),
         ),
         pytest.param(
             lambda: {
@@ -1346,6 +1350,95 @@ def test_slice_without_replacement_not_strict(ndim):
         assert sorted(sampled[first : first + epoch]) == sorted(starts)
     assert len(sizes) > 1
     assert counter.graphs == 2  # extend and sample
+    assert_same_buffer(rb, rb_eager)
+
+
+@pytest.mark.series(
+    "main", reason="v0.6.0's compile mode takes strict_length=True only"
+)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"strict_length": False}, {"span": (False, True)}, {"span": (False, 1)}],
+    ids=["not-strict", "span", "span-int"],
+)
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_prioritized_slice_varying_length(ndim, kwargs):
+    # main patch 25: PrioritizedSliceSampler with strict_length=False (the first
+    # step of a short trajectory starts a slice too) or a span on the right (a
+    # slice may start closer to the end): each slice cut at the end of its
+    # trajectory, so the batches change size. A start is drawn with its priority
+    # among the steps that can start a slice in eager mode's trajectories, and
+    # weighed against the least priority; extend, sample and update_priority
+    # compile once each (update_priority once more, with dynamic shapes)
+    counter = GraphCounter()
+    rb, rb_eager = slice_buffer_pair(
+        ndim,
+        counter,
+        30,
+        PrioritizedSliceSampler,
+        slice_len=5,
+        traj_key="episode",
+        **kwargs,
+    )
+    sizes = set()
+    for step in range(4):
+        batch = lap_of_trajectories(ndim, step, "episode")
+        rb.extend(batch)
+        rb_eager.extend(batch)
+        info = rb.sample(return_info=True)[1]
+        sizes.add(info["index"][0].shape[0])
+        priority = torch.rand(info["index"][0].shape) + 0.1
+        rb.update_priority(info["index"], priority)
+        rb_eager.update_priority(info["index"], priority)
+    assert_same_priorities(rb, rb_eager)
+    trajectory, _ = trajectory_of_positions(rb_eager, 1)
+    steps, shape = rb.storage.shape[0], tuple(rb.storage.shape)
+    span_right = kwargs.get("span", (False, False))[1]
+    leaves = torch.as_tensor(rb.sampler._sum_tree[np.arange(90)])
+    # the slices eager mode can draw, as (start, length), with their priorities
+    lengths = {}
+    for first in trajectory.values():
+        lengths[first] = lengths.get(first, 0) + 1
+    allowed = {}
+    for position, first in trajectory.items():
+        shift = (position[0] - first[0]) % steps
+        remaining = lengths[first] - 1 - shift
+        enough = remaining >= (1 if span_right is True else 4 - span_right)
+        if enough or (not shift and "strict_length" in kwargs):
+            flat = np.ravel_multi_index(position, shape)
+            allowed[position, min(remaining + 1, 5)] = leaves[flat].item()
+    total = sum(allowed.values())
+    counts = dict.fromkeys(allowed, 0)
+    for _ in range(30):
+        info = rb.sample(return_info=True)[1]
+        index = torch.stack(info["index"], -1)
+        truncated = info["next", "truncated"].squeeze(-1)
+        sizes.add(index.shape[0])
+        assert truncated[-1] and info[WEIGHT_KEY].shape == truncated.shape
+        cuts = truncated.nonzero()[:-1, 0] + 1
+        weights = torch.tensor_split(info[WEIGHT_KEY], cuts)
+        slices = torch.tensor_split(index, cuts)
+        assert len(slices) == 6
+        for piece, weight in zip(slices, weights):
+            owners = {trajectory[tuple(position)] for position in piece.tolist()}
+            assert len(owners) == 1  # within one trajectory
+            assert ((piece[1:, 0] - piece[:-1, 0]) % steps == 1).all()
+            start = tuple(piece[0].tolist())
+            counts[start, piece.shape[0]] += 1  # a KeyError if eager cannot draw it
+            p_start = leaves[np.ravel_multi_index(start, shape)]
+            expected = (p_start / leaves.min()) ** -0.5
+            torch.testing.assert_close(weight, expected.expand(weight.shape))
+    draws = sum(counts.values())
+    cut = [key for key in allowed if key[1] < 5]
+    assert cut
+    # each slice, then the cut ones together (a sharper check of the starts that
+    # only these settings allow)
+    for keys in [[key] for key in allowed] + [cut]:
+        p = sum(allowed[key] for key in keys) / total
+        drawn = sum(counts[key] for key in keys)
+        assert abs(drawn - draws * p) < 5 * (draws * p * (1 - p)) ** 0.5 + 1, keys
+    assert len(sizes) > 1
+    assert counter.graphs <= 4  # extend, sample, update_priority (twice)
     assert_same_buffer(rb, rb_eager)
 
 
