@@ -1299,16 +1299,18 @@ def test_slice_sampler_pad_output(buffer, trajectories):
 
 def trajectory_of_positions(rb_eager, slice_len):
     """The trajectory of each storage position, from eager mode's: its start,
-    for the trajectories at least slice_len long, and the set of these starts.
+    for the trajectories at least slice_len long, and the length of each of
+    these trajectories, by its start.
     """
     start, _, lengths = rb_eager.sampler._get_stop_and_length(rb_eager.storage)
     steps = rb_eager.storage.shape[0]
-    trajectory = {}
+    trajectory, length_of = {}, {}
     for first, length in zip(start.tolist(), lengths.tolist()):
         if length >= slice_len:
+            length_of[tuple(first)] = length
             for shift in range(length):
                 trajectory[((first[0] + shift) % steps, *first[1:])] = tuple(first)
-    return trajectory, set(trajectory.values())
+    return trajectory, length_of
 
 
 @pytest.mark.series(
@@ -1322,10 +1324,8 @@ def test_slice_without_replacement_not_strict(ndim):
     counter, rb, rb_eager = wrapped_without_replacement_buffers(
         ndim, "episode", strict_length=False
     )
-    trajectory, starts = trajectory_of_positions(rb_eager, 1)
-    lengths = {}
-    for position, start in trajectory.items():
-        lengths[start] = lengths.get(start, 0) + 1
+    trajectory, lengths = trajectory_of_positions(rb_eager, 1)
+    starts = set(lengths)
     assert min(lengths.values()) < 3
     sampled, sizes = [], set()
     for _ in range(2 * len(starts) // 5):
@@ -1391,14 +1391,11 @@ def test_prioritized_slice_varying_length(ndim, kwargs):
         rb.update_priority(info["index"], priority)
         rb_eager.update_priority(info["index"], priority)
     assert_same_priorities(rb, rb_eager)
-    trajectory, _ = trajectory_of_positions(rb_eager, 1)
+    trajectory, lengths = trajectory_of_positions(rb_eager, 1)
     steps, shape = rb.storage.shape[0], tuple(rb.storage.shape)
     span_right = kwargs.get("span", (False, False))[1]
     leaves = torch.as_tensor(rb.sampler._sum_tree[np.arange(90)])
     # the slices eager mode can draw, as (start, length), with their priorities
-    lengths = {}
-    for first in trajectory.values():
-        lengths[first] = lengths.get(first, 0) + 1
     allowed = {}
     for position, first in trajectory.items():
         shift = (position[0] - first[0]) % steps
