@@ -303,18 +303,6 @@ def test_max_value_writer_inductor():
                 "v0.6.0", reason="main compiles slices cut at trajectory ends"
             ),
         ),
-        pytest.param(
-            lambda: {
-                "storage": LazyTensorStorage(10),
-                "sampler": SliceSampler(
-                    num_slices=2, strict_length=False, pad_output=True, span=True
-                ),
-            },
-            r"sampler=SliceSampler \(with pad_output=True and span=\(True, True\),",
-            marks=pytest.mark.series(
-                "main", reason="main's compile mode takes strict_length=False"
-            ),
-        ),
         [
             lambda: {"storage": LazyTensorStorage(10), "prefetch": 2, "batch_size": 2},
             "prefetch",
@@ -326,7 +314,6 @@ def test_max_value_writer_inductor():
         "PrioritizedSliceSampler-not-strict",
         "SliceSamplerWithoutReplacement-not-strict",
         "SliceSampler-not-strict",
-        "SliceSampler-padded-span",
         "prefetch",
     ],
 )
@@ -1247,18 +1234,25 @@ def test_slice_sampler_too_short():
 @pytest.mark.series(
     "main", reason="v0.6.0's compile mode takes strict_length=True only"
 )
+@pytest.mark.parametrize("span", [False, True], ids=["no-span", "span"])
 @pytest.mark.parametrize("trajectories", ["some-short", "all-long"])
 @pytest.mark.parametrize("buffer", [ReplayBuffer, TensorDictReplayBuffer])
-def test_slice_sampler_pad_output(buffer, trajectories):
+def test_slice_sampler_pad_output(buffer, trajectories, span):
     # main patch 23: pad_output=True compiles; every slice padded to its length
     # with its last step, and the mask in the info only where eager mode adds
-    # it (a trajectory shorter than a slice); one graph for sample
+    # it (a trajectory shorter than a slice); one graph for sample. Main patch
+    # 26: with span too, where eager mode pads only where a trajectory is
+    # short, the slices otherwise keeping the lengths that the span cuts them to
     counter = GraphCounter()
     rb, rb_eager = (
         buffer(
             storage=LazyTensorStorage(90),
             sampler=SliceSampler(
-                slice_len=5, strict_length=False, pad_output=True, traj_key="episode"
+                slice_len=5,
+                strict_length=False,
+                pad_output=True,
+                span=span,
+                traj_key="episode",
             ),
             batch_size=20,
             compile=compile,
@@ -1266,6 +1260,7 @@ def test_slice_sampler_pad_output(buffer, trajectories):
         for compile in ({"backend": counter}, False)
     )
     mask_key = ("collector", "mask")
+    sizes = set()
     for step in range(4):
         batch = lap_of_trajectories(1, step, "episode")
         if trajectories == "all-long":
@@ -1278,22 +1273,44 @@ def test_slice_sampler_pad_output(buffer, trajectories):
             _, info_eager = rb_eager.sample(return_info=True)
             sample, info = rb.sample(return_info=True)
             assert (mask_key in info) == (mask_key in info_eager) == bool(short)
+            if buffer is TensorDictReplayBuffer:
+                assert (mask_key in sample.keys(True)) == bool(short)
+            sizes.add(sample.shape[0])
+            index = info["index"][0]
+            truncated = info["next", "truncated"].reshape(-1)
+            episode = rb.storage[info["index"]]["episode"]
+            if span and not short:
+                # slices of 1 to 5 steps, at their lengths, each ending at a
+                # truncated step
+                assert truncated[-1] and sample.shape == index.shape
+                ends = truncated.nonzero()[:, 0]
+                lengths = ends.diff(prepend=torch.tensor([-1]))
+                assert lengths.min() >= 1 and lengths.max() <= 5
+                for steps, trajectory in zip(
+                    index.split(lengths.tolist()), episode.split(lengths.tolist())
+                ):
+                    assert (steps.diff() % 90 == 1).all()
+                    assert (trajectory == trajectory[0]).all()
+                continue
             assert sample.shape == (20,)
             real = info.get(mask_key, torch.ones(20, dtype=torch.bool)).view(4, 5)
             length = real.sum(1)
-            # the real steps first, then the last one repeated
+            # the real steps first, then the last one repeated (a slice that
+            # the span cuts to nothing: its first step)
             assert (real == (torch.arange(5) < length[:, None])).all()
-            index = info["index"][0].view(4, 5)
-            last = index.gather(1, (length - 1)[:, None])
+            assert span or length.min() >= 1
+            end = (length - 1).clamp_min(0)
+            index = index.view(4, 5)
+            last = index.gather(1, end[:, None])
             assert (torch.where(real, index, last) == index).all()
             assert ((index[:, 1:] - index[:, :-1])[real[:, 1:]] % 90 == 1).all()
-            episode = rb.storage[info["index"]]["episode"].view(4, 5)
+            episode = episode.view(4, 5)
             assert (episode == episode[:, :1]).all()
-            truncated = info["next", "truncated"].view(4, 5)
-            assert (truncated == (torch.arange(5) == (length - 1)[:, None])).all()
-            if buffer is TensorDictReplayBuffer:
-                assert (mask_key in sample.keys(True)) == bool(short)
+            truncated = truncated.view(4, 5)
+            assert (truncated == (torch.arange(5) == end[:, None])).all()
     assert counter.graphs == 2  # extend and sample
+    # with span, the batch's size depends on the data where nothing is padded
+    assert (len(sizes) > 1) == (span and trajectories == "all-long"), sizes
     assert_same_buffer(rb, rb_eager)
 
 
