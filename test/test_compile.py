@@ -1337,37 +1337,72 @@ def trajectory_of_positions(rb_eager, slice_len):
 def test_slice_without_replacement_not_strict(ndim):
     # main patch 24: strict_length=False, as in eager mode: every trajectory (the
     # short ones too) once per epoch, each slice as long as its trajectory at
-    # most, so the batches change size; extend and sample compile once
+    # most, so the batches change size; extend and sample compile once. Main patch
+    # 27: a batch ends with its epoch, as in eager mode (the last one is short)
     counter, rb, rb_eager = wrapped_without_replacement_buffers(
         ndim, "episode", strict_length=False
     )
     trajectory, lengths = trajectory_of_positions(rb_eager, 1)
     starts = set(lengths)
     assert min(lengths.values()) < 3
-    sampled, sizes = [], set()
-    for _ in range(2 * len(starts) // 5):
-        sample, info = rb.sample(return_info=True)
-        index = torch.stack(info["index"], -1)
-        truncated = info["next", "truncated"].squeeze(-1)
-        sizes.add(index.shape[0])
-        assert truncated[-1] and sample.shape == truncated.shape
-        cuts = truncated.nonzero()[:-1, 0] + 1
-        slices = torch.tensor_split(index, cuts)
-        assert len(slices) == 5
-        for piece in slices:
-            owners = {trajectory[tuple(position)] for position in piece.tolist()}
-            assert len(owners) == 1
-            owner = owners.pop()
-            assert piece.shape[0] == min(3, lengths[owner])
-            sampled.append(owner)
-    # each epoch takes every trajectory once (the last batch of an epoch is
-    # completed with the next one)
     epoch = len(starts)
-    for first in range(0, len(sampled) - epoch + 1, epoch):
-        assert sorted(sampled[first : first + epoch]) == sorted(starts)
-    assert len(sizes) > 1
+    batches = -(-epoch // 5)
+    assert epoch % 5, "the last batch of an epoch is not short"
+    for buffer in (rb, rb_eager):
+        sampled, counts, sizes = [], [], set()
+        for _ in range(2 * batches):
+            sample, info = buffer.sample(return_info=True)
+            index = torch.stack(info["index"], -1)
+            truncated = info["next", "truncated"].squeeze(-1)
+            sizes.add(index.shape[0])
+            assert truncated[-1] and sample.shape == truncated.shape
+            cuts = truncated.nonzero()[:-1, 0] + 1
+            slices = torch.tensor_split(index, cuts)
+            counts.append(len(slices))
+            for piece in slices:
+                owners = {trajectory[tuple(position)] for position in piece.tolist()}
+                assert len(owners) == 1
+                owner = owners.pop()
+                assert piece.shape[0] == min(3, lengths[owner])
+                sampled.append(owner)
+        # each epoch takes every trajectory once, its last batch short
+        assert counts == ([5] * (batches - 1) + [epoch - 5 * (batches - 1)]) * 2
+        assert sorted(sampled[:epoch]) == sorted(sampled[epoch:]) == sorted(starts)
+        assert len(sizes) > 1
     assert counter.graphs == 2  # extend and sample
     assert_same_buffer(rb, rb_eager)
+
+
+@pytest.mark.series(
+    "main", reason="v0.6.0's compile mode takes strict_length=True only"
+)
+def test_slice_without_replacement_docstring_example():
+    # SliceSamplerWithoutReplacement's docstring example, with compile=True: two
+    # trajectories for slices of 10 samples of 5 steps; each batch takes each
+    # trajectory once, as in eager mode, so that split_trajectories splits it
+    from torchrl.collectors.utils import split_trajectories
+
+    for compile in ({"backend": GraphCounter()}, False):
+        rb = ReplayBuffer(
+            storage=LazyTensorStorage(max_size=1000),
+            sampler=SliceSamplerWithoutReplacement(
+                slice_len=5, traj_key="episode", strict_length=False
+            ),
+            compile=compile,
+        )
+        rb.extend(
+            TensorDict({"obs": torch.arange(100), "episode": torch.zeros(100)}, [100])
+        )
+        rb.extend(TensorDict({"obs": torch.arange(4), "episode": torch.ones(4)}, [4]))
+        for _ in range(3):  # the first sample runs eagerly, the next compiled
+            sample = rb.sample(50)
+            assert sample.shape == (9,)
+            split = split_trajectories(sample, trajectory_key="episode")
+            assert split.shape == (2, 5)
+            assert sorted(split["episode"][:, 0].tolist()) == [0.0, 1.0]
+            assert split["mask"].sum() == 9
+        if compile:
+            assert compile["backend"].graphs == 2  # extend and sample
 
 
 @pytest.mark.series(
