@@ -746,6 +746,31 @@ def test_without_replacement_fullgraph_inductor(drop_last):
     assert len(epochs) >= 4 and all(once)
 
 
+@pytest.mark.series("main", reason="found and fixed on main (main patch 28)")
+@pytest.mark.parametrize("sampler_type", [SamplerWithoutReplacement, SliceSampler])
+def test_inductor_buffers_of_other_capacities(sampler_type):
+    # main patch 28: buffers of other capacities in one process compile the same
+    # code, which dynamo then traces with their capacity as a symbol; inductor's
+    # code for SamplerWithoutReplacement used it without binding it (NameError:
+    # name 's35' is not defined). Each buffer samples what it stores.
+    torch._dynamo.reset()
+    for capacity in (200, 48, 40):
+        rb = ReplayBuffer(
+            storage=LazyTensorStorage(capacity),
+            sampler=sampler_type(
+                **({"num_slices": 2} if sampler_type is SliceSampler else {})
+            ),
+            batch_size=8,
+            compile=True,
+        )
+        for step in range(3):
+            batch = lap_of_trajectories(1, step, "episode")
+            rb.extend(batch)
+            sample, info = rb.sample(return_info=True)
+            assert_valid_index(info["index"], rb)
+            assert (sample["obs"] == rb.storage[info["index"]]["obs"]).all()
+
+
 # Storages with ndim=2: each element of the storage is a step of ENVS environments,
 # and a buffer extends along the steps (dim_extend=1) with batches of ENVS x steps,
 # as a collector of ENVS environments gives them. A capacity of MAX_SIZE elements
