@@ -1267,7 +1267,10 @@ def test_slice_sampler_pad_output(buffer, trajectories, span):
     # with its last step, and the mask in the info only where eager mode adds
     # it (a trajectory shorter than a slice); one graph for sample. Main patch
     # 26: with span too, where eager mode pads only where a trajectory is
-    # short, the slices otherwise keeping the lengths that the span cuts them to
+    # short, the slices otherwise keeping the lengths that the span cuts them to.
+    # Seeded: a span cuts all 4 slices of a sample to nothing about once in 50,000
+    # samples, an empty batch that eager mode fails on too
+    torch.manual_seed(0)
     counter = GraphCounter()
     rb, rb_eager = (
         buffer(
