@@ -1310,13 +1310,9 @@ def test_slice_sampler_pad_output(buffer, trajectories, span):
             if span and not short:
                 # slices of 1 to 5 steps, at their lengths, each ending at a
                 # truncated step
-                assert truncated[-1] and sample.shape == index.shape
-                ends = truncated.nonzero()[:, 0]
-                lengths = ends.diff(prepend=torch.tensor([-1]))
-                assert lengths.min() >= 1 and lengths.max() <= 5
-                for steps, trajectory in zip(
-                    index.split(lengths.tolist()), episode.split(lengths.tolist())
-                ):
+                assert sample.shape == index.shape
+                for steps, trajectory in zip(*split_at_truncated(info, index, episode)):
+                    assert 1 <= steps.shape[0] <= 5
                     assert (steps.diff() % 90 == 1).all()
                     assert (trajectory == trajectory[0]).all()
                 continue
@@ -1340,6 +1336,16 @@ def test_slice_sampler_pad_output(buffer, trajectories, span):
     # with span, the batch's size depends on the data where nothing is padded
     assert (len(sizes) > 1) == (span and trajectories == "all-long"), sizes
     assert_same_buffer(rb, rb_eager)
+
+
+def split_at_truncated(info, *values):
+    """Each of values (a row per step of a sample whose slices vary in length) split
+    into the sample's slices: after each truncated step, the last step being one."""
+    truncated = info["next", "truncated"].reshape(-1)
+    assert truncated[-1]
+    assert all(value.shape[0] == truncated.shape[0] for value in values)
+    cuts = truncated.nonzero()[:-1, 0] + 1
+    return [torch.tensor_split(value, cuts) for value in values]
 
 
 def trajectory_of_positions(rb_eager, slice_len):
@@ -1381,11 +1387,9 @@ def test_slice_without_replacement_not_strict(ndim):
         for _ in range(2 * batches):
             sample, info = buffer.sample(return_info=True)
             index = torch.stack(info["index"], -1)
-            truncated = info["next", "truncated"].squeeze(-1)
             sizes.add(index.shape[0])
-            assert truncated[-1] and sample.shape == truncated.shape
-            cuts = truncated.nonzero()[:-1, 0] + 1
-            slices = torch.tensor_split(index, cuts)
+            assert sample.shape == index.shape[:1]
+            (slices,) = split_at_truncated(info, index)
             counts.append(len(slices))
             for piece in slices:
                 owners = {trajectory[tuple(position)] for position in piece.tolist()}
@@ -1489,12 +1493,9 @@ def test_prioritized_slice_varying_length(ndim, kwargs):
     for _ in range(30):
         info = rb.sample(return_info=True)[1]
         index = torch.stack(info["index"], -1)
-        truncated = info["next", "truncated"].squeeze(-1)
         sizes.add(index.shape[0])
-        assert truncated[-1] and info[WEIGHT_KEY].shape == truncated.shape
-        cuts = truncated.nonzero()[:-1, 0] + 1
-        weights = torch.tensor_split(info[WEIGHT_KEY], cuts)
-        slices = torch.tensor_split(index, cuts)
+        assert info[WEIGHT_KEY].shape == index.shape[:1]
+        slices, weights = split_at_truncated(info, index, info[WEIGHT_KEY])
         assert len(slices) == 6
         for piece, weight in zip(slices, weights):
             owners = {trajectory[tuple(position)] for position in piece.tolist()}
