@@ -697,7 +697,7 @@ def main(argv=None):
             print(f"- {note}")
         known = [
             [f"{kind}={name}", where, sync, reason]
-            for (where, kind, name), (sync, reason) in KNOWN_HOST_SYNCS.items()
+            for where, kind, name, sync, reason in KNOWN_HOST_SYNCS
         ]
         known_header = ["component", "graphs", "host sync", "why"]
         print(f"\n{KNOWN_SYNCS_TITLE}")

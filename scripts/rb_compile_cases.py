@@ -496,37 +496,79 @@ def is_tensordict_buffer(rb) -> bool:
 
 # The host syncs that the graphs of the matrix still hold (host_syncs), by where
 # they run (the buffer's compile= graphs, or the user's fullgraph step) and
-# component, with why. Each one misses the performance issue's goal of no host sync
-# in any graph; they are listed so that any other sync, or one of these gone, shows
-# as a miss of the matrix (MatrixRun.misses, FullgraphRun.misses). The same in both
-# series (checked over main's whole matrix and CI's v0.6.0 subset). Outside the
-# matrix, SliceSampler(strict_length=False) and span= return a batch whose size
-# depends on the data: its size is read on the host (nonzero).
-KNOWN_HOST_SYNCS = {
-    ("compile", "sampler", "SliceSamplerWithoutReplacement"): (
+# component, with why: (where, kind, name, sync, reason). Each one misses the
+# performance issue's goal of no host sync in any graph; they are listed so that
+# any other sync, or one of these gone, shows as a miss of the matrix
+# (MatrixRun.misses, FullgraphRun.misses). Checked over main's whole matrix and
+# CI's v0.6.0 subset. Outside the matrix, SliceSampler(strict_length=False) and
+# span= return a batch whose size depends on the data: its size is read on the
+# host, as here for main's SliceSamplerWithoutReplacement.
+KNOWN_HOST_SYNCS = [
+    (
+        "compile",
+        "sampler",
+        "SliceSamplerWithoutReplacement",
         "sample: cond",
         "the next permutation of the trajectories is drawn within the graph, with "
         "torch.cond, as only the graph knows how many trajectories there are",
     ),
-    ("compile", "writer", "TensorDictMaxValueWriter"): (
+    (
+        "compile",
+        "writer",
+        "TensorDictMaxValueWriter",
         "extend: while_loop",
         "the batch is inserted one element at a time, as in eager mode (ties "
         "included), in a while_loop",
     ),
-    ("fullgraph", "sampler", "SamplerWithoutReplacement"): (
+    (
+        "fullgraph",
+        "sampler",
+        "SamplerWithoutReplacement",
         "step: cond",
         "within the user's graph, the next permutation is drawn with torch.cond "
         "(compile= draws it eagerly, before the compiled read)",
     ),
-    ("fullgraph", "sampler", "SliceSamplerWithoutReplacement"): (
+    (
+        "fullgraph",
+        "sampler",
+        "SliceSamplerWithoutReplacement",
         "step: cond",
         "as with compile=",
     ),
-    ("fullgraph", "writer", "TensorDictMaxValueWriter"): (
+    (
+        "fullgraph",
+        "writer",
+        "TensorDictMaxValueWriter",
         "step: while_loop",
         "as with compile=",
     ),
-}
+]
+if SERIES == "main":
+    KNOWN_HOST_SYNCS += [
+        (
+            "compile",
+            "sampler",
+            "SliceSamplerWithoutReplacement",
+            "sample: aten.repeat_interleave.Tensor",
+            "the size of a batch depends on the data, as in eager mode (main patch "
+            "29): the slices of the trajectories shorter than a slice are dropped, "
+            "and a batch ends with its permutation",
+        ),
+        (
+            "fullgraph",
+            "sampler",
+            "SliceSamplerWithoutReplacement",
+            "step: aten.repeat_interleave.Tensor",
+            "as with compile=",
+        ),
+    ]
+# Eager mode's error where a batch of the SliceSamplerWithoutReplacement draws only
+# trajectories shorter than a slice (main, as in eager mode since its patch 29): the
+# matrix's trajectories (of 7 steps, and some of 1 or 2) make it happen in a few
+# samples of each run. compile= raises it after its graph, and the matrix counts it
+# as a sample that eager mode fails too (within the user's step the batch is empty
+# instead: the step cannot fail without losing its writes).
+SHORT_BATCH_ERROR = "None of the provided indices pointed to a trajectory"
 
 
 def expected_host_syncs(combination, where: str) -> set:
@@ -534,7 +576,7 @@ def expected_host_syncs(combination, where: str) -> set:
     being ``"compile"`` (the buffer's own) or ``"fullgraph"`` (the user's step)."""
     return {
         sync
-        for (place, kind, name), (sync, _) in KNOWN_HOST_SYNCS.items()
+        for place, kind, name, sync, _ in KNOWN_HOST_SYNCS
         if place == where and getattr(combination, kind) == name
     }
 
@@ -561,6 +603,8 @@ class MatrixRun:
     graph_breaks: int = 0
     # invalid samples, differences from eager
     problems: list = field(default_factory=list)
+    # samples that raised eager mode's SHORT_BATCH_ERROR
+    short_batches: int = 0
     # "path: operation" for each host sync of the graphs (host_syncs), and those
     # that KNOWN_HOST_SYNCS expects
     host_syncs: list = field(default_factory=list)
@@ -610,7 +654,13 @@ def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixR
             run.problems.append(f"extend {step}: indices differ from eager")
 
     def sample(step):
-        sample, info = rb.sample(return_info=True)
+        try:
+            sample, info = rb.sample(return_info=True)
+        except RuntimeError as err:
+            if SHORT_BATCH_ERROR not in str(err):
+                raise
+            run.short_batches += 1
+            return None
         run.problems += [
             f"sample {step}: {p}" for p in sample_problems(rb, sample, info)
         ]
@@ -641,16 +691,22 @@ def run_compiled(combination: Combination, calls: int = MATRIX_CALLS) -> MatrixR
     syncs("sample")
     if combination.prioritized:
         for step, index in enumerate(indices):
-            update(step, index)
+            if index is not None:
+                update(step, index)
         run.update_graphs = counter.graphs - run.extend_graphs - run.sample_graphs
         syncs("update_priority")
     graphs = counter.graphs
     for step in range(calls + 1, calls + 6):
         extend(step)
         index = sample(step)
-        if combination.prioritized:
+        if combination.prioritized and index is not None:
             update(step, index)
     run.more_graphs = counter.graphs - graphs
+    if run.short_batches > calls // 2:
+        run.problems.append(
+            f"{run.short_batches} samples raised: {SHORT_BATCH_ERROR} (eager mode's "
+            "error, expected in a few samples)"
+        )
     syncs("interleaved")
     run.expected_host_syncs = expected_host_syncs(combination, "compile")
     run.graph_breaks = sum(counters["graph_break"].values())

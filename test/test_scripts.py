@@ -438,7 +438,7 @@ def test_compile_report(tmp_path):
         (row["graphs"], row["component"], row["host sync"]) for row in known_syncs
     ] == [
         (where, f"{kind}={name}", sync)
-        for (where, kind, name), (sync, _) in KNOWN_HOST_SYNCS.items()
+        for where, kind, name, sync, _ in KNOWN_HOST_SYNCS
     ]
     assert all(row["why"] for row in known_syncs)
     # each refused component with its reason
