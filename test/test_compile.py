@@ -1242,13 +1242,23 @@ def test_slice_sampler_inductor(sampler):
         )
         for compile in (True, False)
     )
+    sampled = 0
     for step in range(6):
         batch = make_trajectories(3, 13, step, "episode")
         rb.extend(batch)
         rb_eager.extend(batch)
-        sample, info = rb.sample(return_info=True)
+        try:
+            sample, info = rb.sample(return_info=True)
+        except RuntimeError as error:
+            # main patch 29: a batch of the sampler without replacement that draws
+            # short trajectories only fails, as in eager mode
+            assert SERIES == "main" and sampler is SliceSamplerWithoutReplacement
+            assert "None of the provided indices" in str(error)
+            continue
         assert_slices_in_trajectories(rb, info["index"], 4, "episode")
         assert (sample["obs"] == rb_eager.storage[info["index"]]["obs"]).all()
+        sampled += 1
+    assert sampled >= 3
     assert_same_buffer(rb, rb_eager)
 
 
