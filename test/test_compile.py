@@ -585,6 +585,61 @@ def test_prioritized_matches_eager(datatype, within_buffer):
     assert counter.graphs == 3  # extend, sample, update_priority
 
 
+@pytest.mark.skipif(
+    SERIES != "main",
+    reason="main patch 30; the v0.6.0 series compiles one graph per form",
+)
+def test_update_priority_forms_compile_once():
+    # the forms a training loop gives update_priority: a TD error in float64, as a
+    # column, strided, not detached, one priority for all, an index as a list;
+    # TensorDictReplayBuffer's update_tensordict_priority on a sample without the
+    # priority key (an expanded default priority). One graph for them all, and one
+    # more for another number of elements (the dynamic graph), as eager mode's
+    # trees and max priority.
+    counter = GraphCounter()
+
+    def make(compile):
+        sampler = PrioritizedSampler(MAX_SIZE, 0.7, 0.5)
+        return TensorDictReplayBuffer(
+            storage=LazyTensorStorage(MAX_SIZE),
+            sampler=sampler,
+            priority_key="td_error",
+            compile=compile,
+        )
+
+    rb, rb_eager = make({"backend": counter}), make(False)
+    for step in range(3):
+        rb.extend(make_batch("tensordict", BATCH, step))
+        rb_eager.extend(make_batch("tensordict", BATCH, step))
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randperm(MAX_SIZE, generator=generator)[:16] % len(rb)
+    error = torch.rand(32, 1, generator=generator, dtype=torch.float64)
+    before = counter.graphs
+    forms = [
+        (index, error[:16, 0].float()),
+        (index, error[:16]),
+        (index, error[::2, 0]),
+        (index, error[:16, 0].float().requires_grad_()),
+        (index, 0.25),
+        (index.tolist(), error[16:, 0]),
+    ]
+    for form_index, priority in forms:
+        rb.update_priority(form_index, priority)
+        rb_eager.update_priority(form_index, priority)
+        assert_same_priorities(rb, rb_eager, exact=False)
+    assert counter.graphs == before + 1
+    sample = TensorDict({"index": index}, [16])
+    rb.update_tensordict_priority(sample)
+    rb_eager.update_tensordict_priority(sample)
+    assert_same_priorities(rb, rb_eager, exact=False)
+    assert counter.graphs == before + 1
+    for size in (5, 9):
+        rb.update_priority(index[:size], error[:size, 0])
+        rb_eager.update_priority(index[:size], error[:size, 0])
+        assert_same_priorities(rb, rb_eager, exact=False)
+    assert counter.graphs == before + 2
+
+
 def test_prioritized_distribution():
     # item i drawn with probability p_i ** alpha / sum(p ** alpha), weights (p_i / p_min) ** -beta
     alpha, beta, items, draws = 0.7, 0.5, 20, 100 * 256
