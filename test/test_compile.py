@@ -237,9 +237,12 @@ def test_sample_dynamic_batch_size(sampler):
     assert counter.graphs == 3
 
 
-def test_inductor():
-    # the default backend, on the reference case: it compiles, and agrees with eager
-    rb = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE), batch_size=16, compile=True)
+def run_inductor_reference(compile=True):
+    """The reference case with compile= (by default, the default backend): its samples
+    are what the buffer holds, and it ends up holding what an eager twin holds."""
+    rb = ReplayBuffer(
+        storage=LazyTensorStorage(MAX_SIZE), batch_size=16, compile=compile
+    )
     rb_eager = ReplayBuffer(storage=LazyTensorStorage(MAX_SIZE))
     for step in range(6):
         rb.extend(make_batch("tensordict", BATCH, step))
@@ -248,6 +251,10 @@ def test_inductor():
         for x, y in zip(leaves(sample), leaves(rb[info["index"]])):
             assert (x == y).all()
     assert_same_buffer(rb, rb_eager)
+
+
+def test_inductor():
+    run_inductor_reference()
 
 
 def test_max_value_writer_inductor():
@@ -638,6 +645,60 @@ def test_update_priority_forms_compile_once():
         rb_eager.update_priority(index[:size], error[:size, 0])
         assert_same_priorities(rb, rb_eager, exact=False)
     assert counter.graphs == before + 2
+
+
+@pytest.mark.skipif(
+    SERIES != "main",
+    reason="main patch 31; the v0.6.0 series passes one dict to each torch.compile",
+)
+def test_compile_kwargs_reach_every_path():
+    # torch.compile pops guard_filter_fn out of its options: each compiled path
+    # (extend, sample, update_priority) still gets it, and the user's dict keeps it
+    counter = GraphCounter()
+    filtered = []
+
+    def guard_filter_fn(entries):
+        filtered.append(len(entries))
+        return [True] * len(entries)
+
+    options = {"guard_filter_fn": guard_filter_fn}
+    compile = {"backend": counter, "options": options}
+    rb = PrioritizedReplayBuffer(
+        alpha=0.7,
+        beta=0.5,
+        storage=LazyTensorStorage(MAX_SIZE),
+        batch_size=16,
+        compile=compile,
+    )
+    for step in range(4):
+        rb.extend(make_batch("tensordict", BATCH, step))
+        _, info = rb.sample(return_info=True)
+        rb.update_priority(info["index"], torch.rand(16))
+    assert counter.graphs == 3
+    assert len(filtered) == counter.graphs
+    assert compile == {"backend": counter, "options": options}
+    assert options == {"guard_filter_fn": guard_filter_fn}
+    SliceSampler(num_slices=2, compile=compile)
+    assert options == {"guard_filter_fn": guard_filter_fn}
+
+
+@pytest.mark.skipif(
+    SERIES != "main", reason="main patch 32; the v0.6.0 series keeps inductor's asserts"
+)
+@pytest.mark.parametrize(
+    "compile,asserts",
+    [(True, False), ({"options": {"size_asserts": True}}, True)],
+    ids=["default", "asked-for"],
+)
+def test_inductor_size_asserts(compile, asserts, monkeypatch):
+    # inductor's size asserts repeat dynamo's guards at every call: compile= leaves
+    # them out unless its options ask for them, and agrees with eager mode either way
+    from torch._inductor.utils import run_and_get_code
+
+    monkeypatch.delenv("TORCHINDUCTOR_SIZE_ASSERTS", raising=False)
+    _, codes = run_and_get_code(run_inductor_reference, compile)
+    assert len(codes) == 2  # extend and sample
+    assert [("assert_size_stride(" in code) for code in codes] == [asserts] * 2
 
 
 def test_prioritized_distribution():
