@@ -778,16 +778,29 @@ def test_prioritized_inductor():
             compile=compile,
         )
 
+    from torch._inductor.utils import run_and_get_code
+
     rb, rb_eager = make(True), make(False)
-    for step in range(4):
-        rb.extend(make_batch("tensordict", BATCH, step))
-        rb_eager.extend(make_batch("tensordict", BATCH, step))
-        sample, info = rb.sample(return_info=True)
-        assert (sample["obs"] == rb[info["index"]]["obs"]).all()
-        rb.update_priority(info["index"], torch.arange(16.0) + step)
-        rb_eager.update_priority(info["index"], torch.arange(16.0) + step)
+
+    def run():
+        for step in range(4):
+            rb.extend(make_batch("tensordict", BATCH, step))
+            rb_eager.extend(make_batch("tensordict", BATCH, step))
+            sample, info = rb.sample(return_info=True)
+            assert (sample["obs"] == rb[info["index"]]["obs"]).all()
+            rb.update_priority(info["index"], torch.arange(16.0) + step)
+            rb_eager.update_priority(info["index"], torch.arange(16.0) + step)
+
+    _, codes = run_and_get_code(run)
     assert_same_buffer(rb, rb_eager)
     assert_same_priorities(rb, rb_eager, exact=False)
+    if SERIES == "main":
+        # main patches 33 and 34: the trees go up a level with a shift, not an
+        # integer division per element, and sort the indices once per
+        # update_priority (for both trees), not at all for new entries
+        assert len(codes) == 3  # extend, sample, update_priority
+        assert not any("floor_divide" in code for code in codes)
+        assert sorted(code.count("aten.sort.stable(") for code in codes) == [0, 0, 1]
 
 
 def fullgraph_index_fns(rb, backend):
