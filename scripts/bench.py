@@ -169,6 +169,15 @@ def columns(results, op, storage="LazyTensorStorage", **sizes):
 COLUMN_NAMES = [f"{impl} {mode}" for impl in IMPLS for mode in MODES]
 
 
+PRIORITIZED = "LazyTensorStorage+Prioritized"
+PRIORITIZED_CAPACITIES = (100_000, 1_000_000)
+
+
+def sum_or_none(values):
+    values = list(values)
+    return None if None in values else sum(values)
+
+
 def targets(results):
     def best_ring(op):
         times = [results.get(key("ring", mode, op)) for mode in MODES]
@@ -207,6 +216,26 @@ def targets(results):
             "≤ 1.05×", "le", 1.05,
         ),
     ]  # fmt: skip
+    for capacity in PRIORITIZED_CAPACITIES:
+        # extend, then sample + update_priority: compiled (torch-op trees) against
+        # main's eager mode (its C++ trees)
+        prioritized = {
+            (impl, mode): sum_or_none(
+                results.get(key(impl, mode, op, PRIORITIZED, capacity=capacity))
+                for op in ("extend", "sample+update_priority")
+            )
+            for impl, mode in (("fork", "compiled"), ("base", "eager"))
+        }
+        rows.append(
+            (
+                f"prioritized compiled / base eager, extend + sample + "
+                f"update_priority, capacity {capacity:,}",
+                ratio(prioritized["fork", "compiled"], prioritized["base", "eager"]),
+                "≤ 1.00×",
+                "le",
+                1.0,
+            )
+        )
     lines = []
     for name, value, goal, how, bound in rows:
         if value is None:
@@ -275,12 +304,20 @@ def report(results, extra, skips, out, quick, rounds, meta):
     rows = []
     for storage, ops in (
         ("LazyMemmapStorage", ("extend", "sample")),
-        ("LazyTensorStorage+Prioritized", ("extend", "sample+update_priority")),
+        (PRIORITIZED, ("extend", "sample+update_priority")),
         ("LazyTensorStorage+WithoutReplacement", ("sample",)),
     ):
         for op in ops:
             cells = columns(results, op, storage)
             rows.append([f"{storage} {op}"] + [fmt_us(cell) for cell in cells])
+            if storage == PRIORITIZED:
+                for capacity in PRIORITIZED_CAPACITIES[1:]:
+                    cells = columns(results, op, storage, capacity=capacity)
+                    if any(cells):
+                        rows.append(
+                            [f"{storage} {op}, capacity {capacity:,}"]
+                            + [fmt_us(cell) for cell in cells]
+                        )
     parts += [
         "",
         "## Other storages and samplers",

@@ -209,9 +209,9 @@ def bench_memmap(benchmark, mode, op):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("op", ["extend", "sample+update_priority"])
-def bench_prioritized(benchmark, mode, op):
+@_sizes("capacity", [100_000, 1_000_000], 100_000)
+def bench_prioritized(benchmark, mode, op, capacity):
     base_compiled_only_for_reference(mode, "LazyTensorStorage+Prioritized")
-    capacity = REFERENCE["capacity"]
     try:
         sampler = PrioritizedSampler(capacity, alpha=0.7, beta=0.5)
     except Exception as error:  # no C++ extension in a wheel base
@@ -225,7 +225,8 @@ def bench_prioritized(benchmark, mode, op):
         _, info = rb.sample(return_info=True)
         rb.update_priority(info["index"], priority)
 
-    record(benchmark, op, mode, storage="LazyTensorStorage+Prioritized", **REFERENCE)
+    sizes = dict(REFERENCE, capacity=capacity)
+    record(benchmark, op, mode, storage="LazyTensorStorage+Prioritized", **sizes)
     benchmark(rb.extend, data) if op == "extend" else benchmark(sample_and_update)
 
 

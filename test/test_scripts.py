@@ -478,7 +478,7 @@ def test_bench_quick(tmp_path):
     report = (out / "report.md").read_text()
     targets = report.split("## Targets")[1].split("##")[0]
     rows = [line for line in targets.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == 7, targets
+    assert len(rows) == 9, targets
     for row in rows:
         assert re.search(
             r"\| (met|\*\*missed\*\* by [\d.]+×|not measured) \|$", row
