@@ -1,6 +1,7 @@
 """Benchmarks the patched fork against the unpatched base and a hand-written ring buffer.
 
 usage: python scripts/bench.py [--series main|v0.6.0] [--quick] [--rounds N] [--out DIR]
+       python scripts/bench.py [--series main|v0.6.0] --report-only [--out DIR]
 
 Runs scripts/bench_cases.py with pytest-benchmark in two processes that take turns: the fork
 of the series that scripts/fork.sh built (build/SERIES/torchrl, installed in .venv/SERIES) and
@@ -10,6 +11,10 @@ Writes into DIR (default build/bench): the raw pytest-benchmark JSON of every ru
 (tables of microseconds and ratios, and the targets of the series), and PNG plots.
 --quick runs one round of the reference sizes only, in about a minute: CI uses it to check
 that the suite runs. It asserts nothing about timings.
+--report-only writes report.md and the plots again from DIR/raw/*.json, without timing
+anything: copy in the raw files of another run of the same fork (as base-N.json and
+fork-N.json, N a round number not in DIR yet) to take each case's least disturbed round
+among both runs.
 """
 from __future__ import annotations
 
@@ -171,6 +176,21 @@ COLUMN_NAMES = [f"{impl} {mode}" for impl in IMPLS for mode in MODES]
 
 PRIORITIZED = "LazyTensorStorage+Prioritized"
 PRIORITIZED_CAPACITIES = (100_000, 1_000_000)
+# bench_cases.SAMPLERS: a sample from a full storage at each of FLAT_CAPACITIES
+SAMPLERS = (
+    "RandomSampler",
+    "SamplerWithoutReplacement",
+    "PrioritizedSampler",
+    "SliceSampler",
+    "SliceSamplerWithoutReplacement",
+    "PrioritizedSliceSampler",
+)
+FLAT_CAPACITIES = (1_000, 1_000_000)
+MAX_VALUE = "LazyTensorStorage(1,000)+TensorDictMaxValueWriter"
+
+
+def full(sampler: str) -> str:
+    return f"LazyTensorStorage+{sampler} (full)"
 
 
 def sum_or_none(values):
@@ -236,6 +256,35 @@ def targets(results):
                 1.0,
             )
         )
+    small, large = FLAT_CAPACITIES
+    for sampler in SAMPLERS:
+        sample = {
+            capacity: results.get(
+                key("fork", "compiled", "sample", full(sampler), capacity=capacity)
+            )
+            for capacity in FLAT_CAPACITIES
+        }
+        rows.append(
+            (
+                f"compiled sample, capacity {large:,} / capacity {small:,}, {sampler}",
+                ratio(sample[large], sample[small]),
+                "≤ 1.50×",
+                "le",
+                1.5,
+            )
+        )
+    rows.append(
+        (
+            "TensorDictMaxValueWriter compiled extend / base eager extend",
+            ratio(
+                results.get(key("fork", "compiled", "extend", MAX_VALUE)),
+                results.get(key("base", "eager", "extend", MAX_VALUE)),
+            ),
+            "≤ 0.50×",
+            "le",
+            0.5,
+        )
+    )
     lines = []
     for name, value, goal, how, bound in rows:
         if value is None:
@@ -306,6 +355,7 @@ def report(results, extra, skips, out, quick, rounds, meta):
         ("LazyMemmapStorage", ("extend", "sample")),
         (PRIORITIZED, ("extend", "sample+update_priority")),
         ("LazyTensorStorage+WithoutReplacement", ("sample",)),
+        (MAX_VALUE, ("extend",)),
     ):
         for op in ops:
             cells = columns(results, op, storage)
@@ -324,6 +374,24 @@ def report(results, extra, skips, out, quick, rounds, meta):
         "",
         table(["case"] + COLUMN_NAMES, rows),
     ]
+    rows = []
+    for sampler in SAMPLERS:
+        for capacity in FLAT_CAPACITIES:
+            cells = columns(results, "sample", full(sampler), capacity=capacity)
+            if any(cells):
+                rows.append(
+                    [sampler, f"{capacity:,}"] + [fmt_us(cell) for cell in cells]
+                )
+    if rows:
+        parts += [
+            "",
+            "## sample vs capacity, per sampler",
+            "",
+            "A sample of 256 from a full storage (the reference batch's leaves; the slice "
+            "samplers take 32 slices of 8 steps from trajectories of 20 steps).",
+            "",
+            table(["sampler", "capacity"] + COLUMN_NAMES, rows),
+        ]
     rows = []
     for impl in ("base", "fork"):
         for mode in MODES:
@@ -404,6 +472,11 @@ def main():
         default=2,
         help="rounds per implementation, taking turns (default 2)",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="the report and plots again from DIR/raw/*.json, timing nothing",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "build" / "bench")
     args = parser.parse_args()  # fmt: skip
     SERIES = args.series
@@ -415,6 +488,9 @@ def main():
         fail("--rounds must be at least 1")
     rounds = 1 if args.quick else args.rounds
     out = args.out.resolve()
+    if args.report_only:
+        report_again(out, args.quick)
+        return
     shutil.rmtree(out / "raw", ignore_errors=True)
     shutil.rmtree(out / "tmp", ignore_errors=True)
     (out / "raw").mkdir(parents=True)
@@ -425,6 +501,7 @@ def main():
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     meta = f"torch {versions[0]}, tensordict {versions[1]}, {os.cpu_count()} CPU(s)"
+    (out / "raw" / "meta.txt").write_text(meta)
     say(
         f"{meta}; base: {base} ({BASE_NAMES[SERIES]}), fork: {FORK}; {rounds} round(s) each"
     )
@@ -440,6 +517,23 @@ def main():
     shutil.rmtree(out / "tmp", ignore_errors=True)
     print(text)
     say(f"wrote {out / 'report.md'}, the plots and raw/*.json")
+
+
+def report_again(out: pathlib.Path, quick: bool) -> None:
+    # --report-only: every round of each implementation found in out/raw
+    raw = out / "raw"
+    rounds = {
+        impl: len(list(raw.glob(f"{impl}-*[0-9].json"))) for impl in ("base", "fork")
+    }
+    if not rounds["base"] or not rounds["fork"]:
+        fail(f"--report-only: no base-N.json and fork-N.json in {raw} to report on")
+    meta_file = raw / "meta.txt"
+    meta = meta_file.read_text().strip() if meta_file.exists() else "torch ?"
+    results, extra, skips = load(out)
+    text = report(results, extra, skips, out, quick, min(rounds.values()), meta)
+    plot(results, out)
+    print(text)
+    say(f"wrote {out / 'report.md'} and the plots from {raw} ({rounds} rounds)")
 
 
 if __name__ == "__main__":

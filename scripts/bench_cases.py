@@ -21,8 +21,12 @@ from tensordict import TensorDict
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import (
     PrioritizedSampler,
+    PrioritizedSliceSampler,
     SamplerWithoutReplacement,
+    SliceSampler,
+    SliceSamplerWithoutReplacement,
 )
+from torchrl.data.replay_buffers.writers import TensorDictMaxValueWriter
 
 IMPL = os.environ.get("RB_BENCH_IMPL", "fork")
 _expected = os.environ.get("RB_BENCH_TORCHRL")
@@ -110,7 +114,9 @@ def skip_and_report(reason):
     pytest.skip(reason)
 
 
-def make_buffer(mode, capacity, sample, storage="LazyTensorStorage", sampler=None):
+def make_buffer(
+    mode, capacity, sample, storage="LazyTensorStorage", sampler=None, writer=None
+):
     if storage == "LazyMemmapStorage":
         scratch = tempfile.mkdtemp(
             prefix="rb-bench-", dir=os.environ.get("RB_BENCH_TMP")
@@ -119,6 +125,8 @@ def make_buffer(mode, capacity, sample, storage="LazyTensorStorage", sampler=Non
     else:
         storage = LazyTensorStorage(capacity)
     kwargs = {"storage": storage, "batch_size": sample, "sampler": sampler}
+    if writer is not None:
+        kwargs["writer"] = writer
     if mode == "eager":
         return ReplayBuffer(**kwargs)
     if HAS_COMPILE_MODE:
@@ -250,6 +258,75 @@ def bench_without_replacement(benchmark, mode):
         **REFERENCE,
     )
     benchmark(rb.sample)
+
+
+# The samplers of the per-call-cost-flat-in-capacity target, each built for a capacity.
+# The slice samplers take slices of 8 steps from trajectories of TRAJECTORY steps (the
+# reference batch's ("next", "done") ends them).
+TRAJECTORY = 20
+SLICES = {"slice_len": 8, "end_key": ("next", "done")}
+SAMPLERS = {
+    "RandomSampler": lambda capacity: None,
+    "SamplerWithoutReplacement": lambda capacity: SamplerWithoutReplacement(),
+    "PrioritizedSampler": lambda capacity: PrioritizedSampler(capacity, 0.7, 0.5),
+    "SliceSampler": lambda capacity: SliceSampler(**SLICES),
+    "SliceSamplerWithoutReplacement": lambda capacity: SliceSamplerWithoutReplacement(
+        **SLICES
+    ),
+    "PrioritizedSliceSampler": lambda capacity: PrioritizedSliceSampler(
+        capacity, 0.7, 0.5, **SLICES
+    ),
+}
+FLAT_CAPACITIES = [1_000, 1_000_000]
+
+
+def trajectories(size: int) -> TensorDict:
+    """The reference batch, cut into trajectories of TRAJECTORY steps by ("next", "done")."""
+    data = reference_batch(size)
+    data["next", "done"][TRAJECTORY - 1 :: TRAJECTORY] = True
+    return data
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+@_sizes("capacity", FLAT_CAPACITIES, 1_000)
+def bench_sampler_capacity(benchmark, mode, sampler, capacity):
+    # a sample of 256 from a full storage, for each sampler, at capacities 1,000 and
+    # 1,000,000: the cost of a sample should not grow with the capacity
+    storage = f"LazyTensorStorage+{sampler} (full)"
+    base_compiled_only_for_reference(mode, storage)
+    try:
+        made = SAMPLERS[sampler](capacity)
+    except Exception as error:  # no C++ extension in a wheel base
+        skip_and_report(f"{sampler} unavailable: {error}")
+    rb = make_buffer(mode, capacity, REFERENCE["sample"], sampler=made)
+    rb.extend(trajectories(capacity))
+    for _ in range(WARMUP_CALLS):
+        rb.sample()
+    sizes = dict(REFERENCE, capacity=capacity)
+    record(benchmark, "sample", mode, storage=storage, **sizes)
+    benchmark(rb.sample)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def bench_max_value(benchmark, mode):
+    # TensorDictMaxValueWriter keeping the best 1,000 of the batches by their
+    # ("next", "reward"): a full buffer, where every extend ranks its batch
+    storage = "LazyTensorStorage(1,000)+TensorDictMaxValueWriter"
+    base_compiled_only_for_reference(mode, storage)
+    capacity = 1_000
+    rb = make_buffer(
+        mode,
+        capacity,
+        REFERENCE["sample"],
+        writer=TensorDictMaxValueWriter(rank_key=("next", "reward")),
+    )
+    data = reference_batch(REFERENCE["batch"])
+    for _ in range(capacity // REFERENCE["batch"]):
+        rb.extend(reference_batch(REFERENCE["batch"]))
+    warm_up(rb, data)
+    record(benchmark, "extend", mode, storage=storage, **REFERENCE)
+    benchmark(rb.extend, data)
 
 
 ring_only_in_fork = pytest.mark.skipif(

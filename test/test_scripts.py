@@ -478,12 +478,56 @@ def test_bench_quick(tmp_path):
     report = (out / "report.md").read_text()
     targets = report.split("## Targets")[1].split("##")[0]
     rows = [line for line in targets.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == 9, targets
+    # the reference's 5, prioritized at 2 capacities, 2 first compiled calls, the
+    # per-sampler flat-in-capacity 6 and the max-value writer's 1
+    assert len(rows) == 16, targets
     for row in rows:
         assert re.search(
             r"\| (met|\*\*missed\*\* by [\d.]+×|not measured) \|$", row
         ), row
     assert "| extend |" in report and "| sample |" in report
+    # every sampler of the flat-in-capacity cases is timed in both modes (--quick:
+    # at capacity 1,000 only), and the max-value writer's extend
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench
+        import bench_cases
+    except ImportError as error:  # bench_cases imports the fork's torchrl
+        pytest.fail(f"scripts/bench*.py do not import: {error}")
+    finally:
+        sys.path.pop(0)
+    assert list(bench.SAMPLERS) == list(bench_cases.SAMPLERS)
+    for sampler in bench.SAMPLERS:
+        row = re.search(rf"^\| {sampler} \| 1,000 \|(.*)$", report, re.M)
+        assert row, sampler
+        # base eager (absent where a wheel base's C++ trees do not load), base
+        # compiled (not measured), fork eager, fork compiled
+        cells = [cell.strip() for cell in row.group(1).split("|")[:4]]
+        assert cells[1] == "—" and "—" not in (cells[2], cells[3]), row
+    assert re.search(
+        rf"^\| {re.escape(bench.MAX_VALUE)} extend \| [\d,.]+ \|", report, re.M
+    )
     for plot in ("extend_vs_batch.png", "sample_vs_size.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "tmp").exists()
+    # --report-only: the report again from the raw files, here with a second round
+    # copied in (its times doubled: the least disturbed round is the first)
+    for impl in ("base", "fork"):
+        raw = json.loads((out / "raw" / f"{impl}-0.json").read_text())
+        for case in raw["benchmarks"]:
+            case["stats"]["median"] *= 2
+        (out / "raw" / f"{impl}-1.json").write_text(json.dumps(raw))
+    (out / "report.md").unlink()
+    result = run_script(
+        "bench.py", "--series", SERIES_NAME, "--report-only", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    again = (out / "report.md").read_text()
+    assert "the least disturbed of 2 round(s)" in again
+    assert again.split("## Targets")[1] == report.split("## Targets")[1]
+    (out / "raw" / "fork-0.json").unlink()
+    (out / "raw" / "fork-1.json").unlink()
+    result = run_script(
+        "bench.py", "--series", SERIES_NAME, "--report-only", "--out", str(out)
+    )
+    assert result.returncode == 1 and "no base-N.json and fork-N.json" in result.stderr
