@@ -533,7 +533,10 @@ def report_again(out: pathlib.Path, quick: bool) -> None:
     text = report(results, extra, skips, out, quick, min(rounds.values()), meta)
     plot(results, out)
     print(text)
-    say(f"wrote {out / 'report.md'} and the plots from {raw} ({rounds} rounds)")
+    say(
+        f"wrote {out / 'report.md'} and the plots from {raw} ({rounds['base']} "
+        f"round(s) of the base, {rounds['fork']} of the fork)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import rb_compile_cases
 from conftest import ROOT
 from rb_compile_cases import (
     expected_host_syncs,
@@ -497,6 +498,8 @@ def test_bench_quick(tmp_path):
     finally:
         sys.path.pop(0)
     assert list(bench.SAMPLERS) == list(bench_cases.SAMPLERS)
+    # every sampler of the compile matrix
+    assert set(bench.SAMPLERS) == set(rb_compile_cases.SAMPLERS)
     for sampler in bench.SAMPLERS:
         row = re.search(rf"^\| {sampler} \| 1,000 \|(.*)$", report, re.M)
         assert row, sampler
