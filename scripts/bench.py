@@ -413,7 +413,8 @@ def report(results, extra, skips, out, quick, rounds, meta):
     if skips:
         parts += ["", "## Not measured", ""]
         parts += [f"- `{case}`: {reason}" for case, reason in sorted(skips.items())]
-    parts += ["", "Plots: `extend_vs_batch.png`, `sample_vs_size.png`.", ""]
+    plots = "`extend_vs_batch.png`, `sample_vs_size.png`, `sample_vs_capacity.png`"
+    parts += ["", f"Plots: {plots}.", ""]
     text = "\n".join(parts)
     (out / "report.md").write_text(text)
     return text
@@ -450,6 +451,34 @@ def plot(results, out):
         fig.tight_layout()
         fig.savefig(out / filename, dpi=110)
         plt.close(fig)
+    # the flat-in-capacity target: each sampler's sample from a full storage, compiled
+    # (solid) and main's eager mode (dashed), at each capacity
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for index, sampler in enumerate(SAMPLERS):
+        color = f"C{index}"
+        for impl, mode, style in (("fork", "compiled", "-"), ("base", "eager", "--")):
+            points = [
+                (capacity, results[k] * 1e6)
+                for capacity in FLAT_CAPACITIES
+                if (k := key(impl, mode, "sample", full(sampler), capacity=capacity))
+                in results
+            ]
+            if points:
+                xs, ys = zip(*points)
+                label = f"{sampler}, {impl} {mode}"
+                ax.plot(xs, ys, style, color=color, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("capacity (rows, full)")
+    ax.set_ylabel("sample of 256: µs per call (median)")
+    ax.set_title(
+        "ReplayBuffer.sample per sampler: fork compiled (solid), base eager (dashed)"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "sample_vs_capacity.png", dpi=110)
+    plt.close(fig)
 
 
 def main():

@@ -510,7 +510,7 @@ def test_bench_quick(tmp_path):
     assert re.search(
         rf"^\| {re.escape(bench.MAX_VALUE)} extend \| [\d,.]+ \|", report, re.M
     )
-    for plot in ("extend_vs_batch.png", "sample_vs_size.png"):
+    for plot in ("extend_vs_batch.png", "sample_vs_size.png", "sample_vs_capacity.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "tmp").exists()
     # --report-only: the report again from the raw files, here with a second round
