@@ -1287,6 +1287,123 @@ def test_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 2  # extend and sample
 
 
+def _slice_index_buffers(capacity, key, counter):
+    # a buffer compiled with counter (SliceSampler(slice_len=4), one dim),
+    # and a compilable twin whose sampler finds the trajectories with its pass
+    # over the storage (main patch 35's index removed), with the same generator
+    keys = {"traj_key": "episode"} if key == "episode" else {}
+
+    def make(**compile):
+        rb = ReplayBuffer(
+            storage=LazyTensorStorage(capacity),
+            sampler=SliceSampler(slice_len=4, **keys),
+            batch_size=24,
+            **compile,
+        )
+        rb.set_rng(torch.Generator().manual_seed(0))
+        return rb
+
+    rb, rb_pass = make(compile={"backend": counter}), make(compilable=True)
+    assert rb.sampler._trajectory_index is not None
+    rb_pass.sampler._trajectory_index = None
+    return rb, rb_pass
+
+
+def _trajectory_steps(step, size):
+    # size steps of trajectories ended with probability 0.2, their ids after
+    # those of the previous steps
+    generator = torch.Generator().manual_seed(step)
+    done = torch.rand(size, generator=generator) < 0.2
+    episode = torch.cat([torch.zeros(1, dtype=torch.long), done[:-1].long()])
+    return TensorDict(
+        {
+            "obs": torch.rand(size, 3, generator=generator),
+            "episode": episode.cumsum(0) + 1000 * step,
+            "next": {"done": done[:, None]},
+        },
+        [size],
+    )
+
+
+@pytest.mark.skipif(SERIES != "main", reason="main patch 35")
+@pytest.mark.parametrize("key", ["episode", "done"])
+def test_slice_sampler_index(key):
+    # SliceSampler's trajectory index (updated by extend) samples what the pass
+    # over the storage samples, for the same uniforms: batches of any size that
+    # wrap the storage and cut trajectories, a write through rb[i] = ..., a
+    # state_dict round trip and empty() (the index rebuilt from the storage)
+    counter = GraphCounter()
+    rb, rb_pass = _slice_index_buffers(90, key, counter)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(30):
+        if step == 10:
+            data = rb[5]
+            data["next", "done"] = ~data["next", "done"]
+            data["episode"] = data["episode"] + 7
+            rb[5] = data.clone()
+            rb_pass[5] = data.clone()
+        if step == 18:
+            state = rb.state_dict()
+            for buffer in (rb, rb_pass):
+                buffer.empty()
+                buffer.load_state_dict(state)
+        if step == 24:
+            rb.empty()
+            rb_pass.empty()
+        batch = _trajectory_steps(
+            step, int(torch.randint(1, 41, (), generator=generator))
+        )
+        rb.extend(batch.clone())
+        rb_pass.extend(batch.clone())
+        try:
+            sample, info = rb.sample(return_info=True)
+        except RuntimeError as error:
+            with pytest.raises(RuntimeError, match=str(error)[:40]):
+                rb_pass.sample()
+            # the compiled sample drew its uniforms before it failed, the
+            # other did not: the same generator state again
+            for buffer in (rb, rb_pass):
+                buffer.set_rng(torch.Generator().manual_seed(step))
+            continue
+        sample_pass, info_pass = rb_pass.sample(return_info=True)
+        assert (sample == sample_pass).all()
+        assert (info["index"][0] == info_pass["index"][0]).all()
+        assert (info["next", "truncated"] == info_pass["next", "truncated"]).all()
+    assert_same_buffer(rb, rb_pass)
+
+
+@pytest.mark.skipif(SERIES != "main", reason="main patch 35")
+def test_slice_sampler_index_flat_in_capacity():
+    # a compiled sample from the index makes no tensor of the storage's size
+    # (its cost does not grow with the capacity); the pass makes several
+    capacity = 20_000
+    large = {}
+
+    def backend(gm, example_inputs):
+        for node in gm.graph.nodes:
+            value = node.meta.get("example_value")
+            if node.op in ("call_function", "call_method") and isinstance(
+                value, torch.Tensor
+            ):
+                if value.numel() >= capacity:
+                    large.setdefault(mode, []).append(str(node.target))
+        return gm.forward
+
+    for mode in ("index", "pass"):
+        torch._dynamo.reset()
+        rb = _slice_index_buffers(capacity, "done", backend)[0]
+        if mode == "pass":
+            rb.sampler._trajectory_index = None
+        for step in range(3):
+            rb.extend(_trajectory_steps(step, 40))
+        large.pop(mode, None)  # the graphs of extend
+        for _ in range(2):
+            index = rb.sample(return_info=True)[1]["index"][0]
+            assert ((index >= 0) & (index < len(rb))).all()
+    assert "index" not in large, large["index"]
+    assert large.get("pass"), "the pass over the storage was not seen"
+
+
 @pytest.mark.parametrize("key", ["episode", "done"])
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_prioritized_slice_sampler_distribution(ndim, key):
