@@ -1398,8 +1398,7 @@ def test_slice_sampler_index_flat_in_capacity():
             rb.extend(_trajectory_steps(step, 40))
         large.pop(mode, None)  # the graphs of extend
         for _ in range(2):
-            index = rb.sample(return_info=True)[1]["index"][0]
-            assert ((index >= 0) & (index < len(rb))).all()
+            assert_valid_index(rb.sample(return_info=True)[1]["index"], rb)
     assert "index" not in large, large["index"]
     assert large.get("pass"), "the pass over the storage was not seen"
 
