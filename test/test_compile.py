@@ -1287,23 +1287,32 @@ def test_slice_sampler_distribution(ndim, key):
     assert counter.graphs == 2  # extend and sample
 
 
-def _slice_index_buffers(capacity, key, counter):
-    # a buffer compiled with counter (SliceSampler(slice_len=4), one dim),
-    # and a compilable twin whose sampler finds the trajectories with its pass
-    # over the storage (main patch 35's index removed), with the same generator
+def _slice_index_buffers(capacity, key, counter, sampler=SliceSampler):
+    # a buffer compiled with counter (sampler(slice_len=4), one dim), and a
+    # twin whose sampler finds the trajectories with its pass over the storage
+    # (main patch 35's index removed), with the same generator: compilable for
+    # a SliceSampler; for a SliceSamplerWithoutReplacement (main patch 36),
+    # compiled too and without shuffling, as the compiled read of the index
+    # draws its permutations before its graph and the pass within it
     keys = {"traj_key": "episode"} if key == "episode" else {}
+    if sampler is SliceSamplerWithoutReplacement:
+        keys["shuffle"] = False
 
     def make(**compile):
         rb = ReplayBuffer(
             storage=LazyTensorStorage(capacity),
-            sampler=SliceSampler(slice_len=4, **keys),
+            sampler=sampler(slice_len=4, **keys),
             batch_size=24,
             **compile,
         )
         rb.set_rng(torch.Generator().manual_seed(0))
         return rb
 
-    rb, rb_pass = make(compile={"backend": counter}), make(compilable=True)
+    rb = make(compile={"backend": counter})
+    if sampler is SliceSampler:
+        rb_pass = make(compilable=True)
+    else:
+        rb_pass = make(compile={"backend": "eager"})
     assert rb.sampler._trajectory_index is not None
     rb_pass.sampler._trajectory_index = None
     return rb, rb_pass
@@ -1325,15 +1334,19 @@ def _trajectory_steps(step, size):
     )
 
 
-@pytest.mark.skipif(SERIES != "main", reason="main patch 35")
+@pytest.mark.skipif(SERIES != "main", reason="main patches 35 and 36")
+@pytest.mark.parametrize(
+    "sampler", [SliceSampler, SliceSamplerWithoutReplacement], ids=lambda s: s.__name__
+)
 @pytest.mark.parametrize("key", ["episode", "done"])
-def test_slice_sampler_index(key):
-    # SliceSampler's trajectory index (updated by extend) samples what the pass
-    # over the storage samples, for the same uniforms: batches of any size that
-    # wrap the storage and cut trajectories, a write through rb[i] = ..., a
-    # state_dict round trip and empty() (the index rebuilt from the storage)
+def test_slice_sampler_index(key, sampler):
+    # The trajectory index (updated by extend) of a SliceSampler (main patch
+    # 35) or SliceSamplerWithoutReplacement (36) samples what the pass over the
+    # storage samples, for the same uniforms: batches of any size that wrap the
+    # storage and cut trajectories, a write through rb[i] = ..., a state_dict
+    # round trip and empty() (the index rebuilt from the storage)
     counter = GraphCounter()
-    rb, rb_pass = _slice_index_buffers(90, key, counter)
+    rb, rb_pass = _slice_index_buffers(90, key, counter, sampler)
     generator = torch.Generator().manual_seed(1)
     for step in range(30):
         if step == 10:
@@ -1366,14 +1379,19 @@ def test_slice_sampler_index(key):
                 buffer.set_rng(torch.Generator().manual_seed(step))
             continue
         sample_pass, info_pass = rb_pass.sample(return_info=True)
+        assert sample.shape == sample_pass.shape
         assert (sample == sample_pass).all()
         assert (info["index"][0] == info_pass["index"][0]).all()
         assert (info["next", "truncated"] == info_pass["next", "truncated"]).all()
+        assert rb.sampler.ran_out == rb_pass.sampler.ran_out
     assert_same_buffer(rb, rb_pass)
 
 
-@pytest.mark.skipif(SERIES != "main", reason="main patch 35")
-def test_slice_sampler_index_flat_in_capacity():
+@pytest.mark.skipif(SERIES != "main", reason="main patches 35 and 36")
+@pytest.mark.parametrize(
+    "sampler", [SliceSampler, SliceSamplerWithoutReplacement], ids=lambda s: s.__name__
+)
+def test_slice_sampler_index_flat_in_capacity(sampler):
     # a compiled sample from the index makes no tensor of the storage's size
     # (its cost does not grow with the capacity); the pass makes several
     capacity = 20_000
@@ -1385,13 +1403,16 @@ def test_slice_sampler_index_flat_in_capacity():
             if node.op in ("call_function", "call_method") and isinstance(
                 value, torch.Tensor
             ):
-                if value.numel() >= capacity:
+                # the storage's size is static (the size of a batch of a
+                # SliceSamplerWithoutReplacement is not)
+                numel = value.numel()
+                if isinstance(numel, int) and numel >= capacity:
                     large.setdefault(mode, []).append(str(node.target))
         return gm.forward
 
     for mode in ("index", "pass"):
         torch._dynamo.reset()
-        rb = _slice_index_buffers(capacity, "done", backend)[0]
+        rb = _slice_index_buffers(capacity, "done", backend, sampler)[0]
         if mode == "pass":
             rb.sampler._trajectory_index = None
         for step in range(3):
