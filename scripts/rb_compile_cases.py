@@ -510,7 +510,14 @@ KNOWN_HOST_SYNCS = [
         "SliceSamplerWithoutReplacement",
         "sample: cond",
         "the next permutation of the trajectories is drawn within the graph, with "
-        "torch.cond, as only the graph knows how many trajectories there are",
+        "torch.cond, as only the graph knows how many trajectories there are"
+        + (
+            " (main: with ndim=2 only; since main patch 36, with ndim=1 the "
+            "trajectory index counts them, and the compiled read draws the "
+            "permutation before the graph)"
+            if SERIES == "main"
+            else ""
+        ),
     ),
     (
         "compile",
@@ -571,13 +578,27 @@ if SERIES == "main":
 SHORT_BATCH_ERROR = "None of the provided indices pointed to a trajectory"
 
 
+# The known host syncs that a component keeps with storages of some ndim only,
+# (where, name, sync): the ndims (others: every ndim). Main patch 36: a
+# SliceSamplerWithoutReplacement on a storage of one dim draws from the trajectory
+# index, whose count of trajectories lets compile='s read draw the next permutation
+# before the graph.
+HOST_SYNC_NDIMS = (
+    {("compile", "SliceSamplerWithoutReplacement", "sample: cond"): {2}}
+    if SERIES == "main"
+    else {}
+)
+
+
 def expected_host_syncs(combination, where: str) -> set:
     """The host syncs KNOWN_HOST_SYNCS expects of a combination's graphs, ``where``
     being ``"compile"`` (the buffer's own) or ``"fullgraph"`` (the user's step)."""
     return {
         sync
         for place, kind, name, sync, _ in KNOWN_HOST_SYNCS
-        if place == where and getattr(combination, kind) == name
+        if place == where
+        and getattr(combination, kind) == name
+        and combination.ndim in HOST_SYNC_NDIMS.get((place, name, sync), {1, 2})
     }
 
 

@@ -511,6 +511,26 @@ def test_host_sync_misses():
     ) == {"step: while_loop", "step: cond"}
 
 
+def test_expected_host_syncs_by_ndim():
+    # main patch 36: compile='s read of a SliceSamplerWithoutReplacement on a storage
+    # of one dim draws the next permutation before its graph (the trajectory index
+    # counts the trajectories), so the matrix expects no cond in its sample graph;
+    # with ndim=2 (the pass over the storage) and within the user's step, it does
+    def syncs(ndim, where):
+        combination = Combination(
+            "ReplayBuffer",
+            "LazyTensorStorage",
+            ndim,
+            "RoundRobinWriter",
+            "SliceSamplerWithoutReplacement",
+        )
+        return expected_host_syncs(combination, where)
+
+    assert "sample: cond" in syncs(2, "compile")
+    assert ("sample: cond" in syncs(1, "compile")) == (SERIES == "v0.6.0")
+    assert all("step: cond" in syncs(ndim, "fullgraph") for ndim in (1, 2))
+
+
 @pytest.mark.parametrize(
     "run, prioritized, miss",
     [
