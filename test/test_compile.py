@@ -1313,15 +1313,21 @@ def _slice_index_buffers(capacity, key, counter, sampler=SliceSampler):
     # (main patch 35's index removed), with the same generator: compilable for
     # a SliceSampler; for a SliceSamplerWithoutReplacement (main patch 36),
     # compiled too and without shuffling, as the compiled read of the index
-    # draws its permutations before its graph and the pass within it
+    # draws its permutations before its graph and the pass within it; for a
+    # PrioritizedSliceSampler (main patch 37, alpha=1 for sums of whole
+    # priorities that are exact), compiled too, its tree of the priorities of
+    # the starts removed with the index
     keys = {"traj_key": "episode"} if key == "episode" else {}
+    args = ()
     if sampler is SliceSamplerWithoutReplacement:
         keys["shuffle"] = False
+    if sampler is PrioritizedSliceSampler:
+        args = (capacity, 1.0, 0.5)
 
     def make(**compile):
         rb = ReplayBuffer(
             storage=LazyTensorStorage(capacity),
-            sampler=sampler(slice_len=4, **keys),
+            sampler=sampler(*args, slice_len=4, **keys),
             batch_size=24,
             **compile,
         )
@@ -1335,6 +1341,9 @@ def _slice_index_buffers(capacity, key, counter, sampler=SliceSampler):
         rb_pass = make(compile={"backend": "eager"})
     assert rb.sampler._trajectory_index is not None
     rb_pass.sampler._trajectory_index = None
+    if sampler is PrioritizedSliceSampler:
+        assert rb.sampler._start_tree is not None
+        rb_pass.sampler._start_tree = None
     return rb, rb_pass
 
 
@@ -1354,17 +1363,23 @@ def _trajectory_steps(step, size):
     )
 
 
-@pytest.mark.skipif(SERIES != "main", reason="main patches 35 and 36")
-@pytest.mark.parametrize(
-    "sampler", [SliceSampler, SliceSamplerWithoutReplacement], ids=lambda s: s.__name__
-)
+INDEXED_SAMPLERS = [
+    SliceSampler,
+    SliceSamplerWithoutReplacement,
+    PrioritizedSliceSampler,
+]
+
+
+@pytest.mark.skipif(SERIES != "main", reason="main patches 35 to 37")
+@pytest.mark.parametrize("sampler", INDEXED_SAMPLERS, ids=lambda s: s.__name__)
 @pytest.mark.parametrize("key", ["episode", "done"])
 def test_slice_sampler_index(key, sampler):
     # The trajectory index (updated by extend) of a SliceSampler (main patch
-    # 35) or SliceSamplerWithoutReplacement (36) samples what the pass over the
-    # storage samples, for the same uniforms: batches of any size that wrap the
-    # storage and cut trajectories, a write through rb[i] = ..., a state_dict
-    # round trip and empty() (the index rebuilt from the storage)
+    # 35), SliceSamplerWithoutReplacement (36) or PrioritizedSliceSampler (37,
+    # with new whole priorities after each sample) samples what the pass over
+    # the storage samples, for the same uniforms: batches of any size that wrap
+    # the storage and cut trajectories, a write through rb[i] = ..., a
+    # state_dict round trip and empty() (the index rebuilt from the storage)
     counter = GraphCounter()
     rb, rb_pass = _slice_index_buffers(90, key, counter, sampler)
     generator = torch.Generator().manual_seed(1)
@@ -1404,13 +1419,16 @@ def test_slice_sampler_index(key, sampler):
         assert (info["index"][0] == info_pass["index"][0]).all()
         assert (info["next", "truncated"] == info_pass["next", "truncated"]).all()
         assert rb.sampler.ran_out == rb_pass.sampler.ran_out
+        if sampler is PrioritizedSliceSampler:
+            assert (info[WEIGHT_KEY] == info_pass[WEIGHT_KEY]).all()
+            priority = torch.randint(1, 5, (24,), generator=generator).double()
+            rb.update_priority(info["index"], priority)
+            rb_pass.update_priority(info["index"], priority)
     assert_same_buffer(rb, rb_pass)
 
 
-@pytest.mark.skipif(SERIES != "main", reason="main patches 35 and 36")
-@pytest.mark.parametrize(
-    "sampler", [SliceSampler, SliceSamplerWithoutReplacement], ids=lambda s: s.__name__
-)
+@pytest.mark.skipif(SERIES != "main", reason="main patches 35 to 37")
+@pytest.mark.parametrize("sampler", INDEXED_SAMPLERS, ids=lambda s: s.__name__)
 def test_slice_sampler_index_flat_in_capacity(sampler):
     # a compiled sample from the index makes no tensor of the storage's size
     # (its cost does not grow with the capacity); the pass makes several
@@ -1435,6 +1453,7 @@ def test_slice_sampler_index_flat_in_capacity(sampler):
         rb = _slice_index_buffers(capacity, "done", backend, sampler)[0]
         if mode == "pass":
             rb.sampler._trajectory_index = None
+            rb.sampler._start_tree = None
         for step in range(3):
             rb.extend(_trajectory_steps(step, 40))
         large.pop(mode, None)  # the graphs of extend
